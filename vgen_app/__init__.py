@@ -1,0 +1,1 @@
+"""vgen: AI video generation SaaS."""

@@ -1,0 +1,1 @@
+"""HTTP routes (FastAPI), all under /api/…: thin, they call services."""

@@ -1,0 +1,44 @@
+"""Session routes: redeem a login ticket into the HttpOnly cookie; log out."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, RedirectResponse
+from starlette.responses import Response
+
+from vgen_app.api.cookies import (
+    clear_session_cookie,
+    safe_next,
+    set_session_cookie,
+    token_from_cookie_header,
+)
+from vgen_app.db import run_db
+from vgen_app.services import accounts, clientinfo, sessions
+
+router = APIRouter(prefix="/api/auth", tags=["auth"])
+
+
+@router.get("/session", include_in_schema=False)
+async def redeem_ticket(request: Request, ticket: str = "", next: str = "/") -> Response:
+    # A ticket only comes from our own login page: refuse cross-site navigations (login CSRF).
+    if request.headers.get("sec-fetch-site", "same-origin") not in {"same-origin", "none"}:
+        return RedirectResponse("/login", status_code=303)
+    client = clientinfo.from_request(request.headers, request.client.host if request.client else None)
+    try:
+        token, _user = await run_db(accounts.redeem_login_ticket, ticket, client)
+    except accounts.AccountError:
+        return RedirectResponse("/login?expired=1", status_code=303)
+    response = RedirectResponse(safe_next(next), status_code=303)
+    response.headers["Cache-Control"] = "no-store"
+    set_session_cookie(response, token)
+    return response
+
+
+@router.post("/logout", include_in_schema=False)
+async def logout(request: Request) -> Response:
+    token = token_from_cookie_header(request.headers.get("cookie"))
+    if token:
+        await run_db(sessions.revoke, token)
+    response = JSONResponse({"ok": True})
+    clear_session_cookie(response)
+    return response

@@ -1,0 +1,98 @@
+"""Settings from the environment, each with an embedded default (SPEC §7).
+
+Nothing here is required: a fresh checkout runs on SQLite, a mail outbox folder, the test checkout,
+the generation simulator, local storage and the local analytics outbox.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parent.parent
+VAR_DIR = ROOT / "var"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # Where the app is reachable: links in e-mails, cookie `Secure`, the only CORS origin.
+    app_url: str = "http://localhost:3000"
+    # Where the landing is served (the built `landing/dist/`).
+    landing_url: str = "http://localhost:8080"
+    # Interface and port the server binds to; 0.0.0.0 to expose it (behind a proxy).
+    app_host: str = "127.0.0.1"
+    app_port: int = Field(default=3000, ge=1, le=65535)
+
+    database_url: str = f"sqlite:///{VAR_DIR / 'vgen.db'}"
+    redis_url: str | None = None
+
+    admin_token: str | None = None
+
+    resend_api_key: str | None = None
+    resend_api_url: str | None = None  # tests point the real client at a local fake
+    mail_from: str = "vgen <no-reply@vgen.local>"
+    mail_outbox_dir: Path = VAR_DIR / "outbox"
+
+    stripe_secret_key: str | None = None
+    stripe_webhook_secret: str | None = None
+
+    generation_api_url: str | None = None
+    generation_api_key: str | None = None
+
+    storage_url: str = f"file://{VAR_DIR / 'storage'}"
+    s3_endpoint_url: str | None = None
+
+    bigquery_project: str | None = None
+    bigquery_dataset: str = "vgen"
+
+    telegram_support_url: str = "https://t.me/vgen_support_bot"
+
+    trusted_proxy_hops: int = Field(default=0, ge=0)
+
+    # Security knobs.
+    bcrypt_rounds: int = Field(default=12, ge=4, le=16)
+    session_ttl_days: int = Field(default=30, ge=1)
+    link_ttl_hours: int = Field(default=24, ge=1)
+    login_ticket_ttl_seconds: int = Field(default=60, ge=5)
+    # Failed logins allowed per e-mail / per IP within the window before refusing.
+    login_max_failures_per_email: int = 5
+    login_max_failures_per_ip: int = 20
+    login_failure_window_minutes: int = 15
+    # One link mail per address per this many seconds.
+    mail_link_interval_seconds: int = 60
+    # Sign-ups / link requests allowed per IP per hour.
+    signups_per_ip_per_hour: int = 20
+    link_requests_per_ip_per_hour: int = 30
+
+    @field_validator("app_url", "landing_url")
+    @classmethod
+    def _strip_slash(cls, v: str) -> str:
+        return v.rstrip("/")
+
+    @property
+    def app_origin(self) -> str:
+        parts = urlsplit(self.app_url)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    @property
+    def cookie_secure(self) -> bool:
+        return self.app_url.startswith("https://")
+
+    def link(self, path: str) -> str:
+        """An absolute link into the app (for e-mails)."""
+        return f"{self.app_url}{path}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reset_settings() -> None:
+    """Forget cached settings (tests change the environment)."""
+    get_settings.cache_clear()

@@ -1,0 +1,157 @@
+"""Database tables (SQLModel). Every schema change comes with an Alembic migration."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    String,
+    TypeDecorator,
+)
+from sqlmodel import Field, SQLModel
+
+from vgen_app import clock
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC in Python on every backend (SQLite keeps no offset)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database; use vgen_app.clock.now()")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def new_id() -> str:
+    """Short random ids (~72 bits): unguessable in URLs and the admin API."""
+    return secrets.token_urlsafe(9)
+
+
+class UserStatus(StrEnum):
+    NEW = "new"
+    ACTIVATED = "activated"
+    BLOCKED = "blocked"
+
+
+class LinkPurpose(StrEnum):
+    ACTIVATION = "activation"
+    RESET = "reset"
+    LOGIN_TICKET = "login_ticket"
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "users"
+    __table_args__ = (
+        CheckConstraint("balance >= 0", name="ck_users_balance_nonnegative"),
+        CheckConstraint("status IN ('new', 'activated', 'blocked')", name="ck_users_status"),
+    )
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    email: str = Field(sa_column=Column(String(320), nullable=False, unique=True))
+    password_hash: str = Field(max_length=100)
+    status: str = Field(default=UserStatus.NEW.value, max_length=16)
+    balance: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    # utm_* parameters the visitor arrived with (campaign attribution).
+    signup_utm: dict[str, str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    created_at: datetime = Field(
+        default_factory=clock.now, sa_column=Column(UTCDateTime(), nullable=False)
+    )
+
+
+class OneTimeLink(SQLModel, table=True):
+    """Activation and reset links, and the short-lived login tickets. Only the token's hash is kept."""
+
+    __tablename__ = "one_time_links"
+    __table_args__ = (Index("ix_one_time_links_user_purpose", "user_id", "purpose"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: str = Field(foreign_key="users.id", max_length=32)
+    purpose: str = Field(max_length=16)
+    token_hash: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    # For login tickets: where the session is created from.
+    ip: str | None = Field(default=None, max_length=64)
+    user_agent: str | None = Field(default=None, max_length=512)
+    created_at: datetime = Field(
+        default_factory=clock.now, sa_column=Column(UTCDateTime(), nullable=False)
+    )
+    expires_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    used_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+
+
+class UserSession(SQLModel, table=True):
+    __tablename__ = "sessions"
+
+    id: int | None = Field(default=None, primary_key=True)
+    token_hash: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    user_id: str = Field(foreign_key="users.id", max_length=32, index=True)
+    created_at: datetime = Field(
+        default_factory=clock.now, sa_column=Column(UTCDateTime(), nullable=False)
+    )
+    last_seen_at: datetime = Field(
+        default_factory=clock.now, sa_column=Column(UTCDateTime(), nullable=False)
+    )
+    expires_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    revoked_at: datetime | None = Field(
+        default=None, sa_column=Column(UTCDateTime(), nullable=True)
+    )
+    ip: str | None = Field(default=None, max_length=64)
+    user_agent: str | None = Field(default=None, max_length=512)
+
+
+class AuthEvent(SQLModel, table=True):
+    """What the auth rate limits count: failed logins, sign-ups and link requests."""
+
+    __tablename__ = "auth_events"
+    __table_args__ = (
+        Index("ix_auth_events_kind_email_at", "kind", "email", "created_at"),
+        Index("ix_auth_events_kind_ip_at", "kind", "ip", "created_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=32)
+    email: str | None = Field(default=None, max_length=320)
+    ip: str | None = Field(default=None, max_length=64)
+    created_at: datetime = Field(
+        default_factory=clock.now, sa_column=Column(UTCDateTime(), nullable=False)
+    )
+
+
+class AnalyticsOutbox(SQLModel, table=True):
+    """Analytics events, written in the same transaction as what they describe, shipped later."""
+
+    __tablename__ = "analytics_outbox"
+    __table_args__ = (Index("ix_analytics_outbox_pending", "delivered_at", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    table_name: str = Field(max_length=64)
+    row: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(
+        default_factory=clock.now, sa_column=Column(UTCDateTime(), nullable=False)
+    )
+    delivered_at: datetime | None = Field(
+        default=None, sa_column=Column(UTCDateTime(), nullable=True)
+    )
+    attempts: int = Field(default=0)
+    last_error: str | None = Field(default=None)

@@ -1,0 +1,1 @@
+"""Every rule of the product lives here, once. No Reflex, no FastAPI."""

@@ -1,0 +1,497 @@
+"""Accounts (SPEC §1): sign-up, activation, login, password reset, status changes.
+
+Functions take a database session and plain values, commit their own transaction, and return the
+mails to send after the commit (the caller sends them off the event loop). bcrypt never runs while
+a transaction is open: on SQLite that would hold the write lock for the whole hash.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from vgen_app import clock
+from vgen_app.config import get_settings
+from vgen_app.models import LinkPurpose, OneTimeLink, User, UserStatus
+from vgen_app.services import emails, outbox, ratelimit, sessions
+from vgen_app.services.emails import Mail
+from vgen_app.services.security import (
+    burn_password_check,
+    hash_password,
+    new_token,
+    token_hash,
+    verify_password,
+)
+
+PASSWORD_MIN = 8
+PASSWORD_MAX = 128
+
+WRONG_CREDENTIALS = "Wrong e-mail or password."
+CHECK_INBOX = (
+    "Check your inbox: if {email} can sign up, we have sent it a link to activate the account."
+)
+RESET_SENT = "If an account exists for {email}, we have sent it a link to reset the password."
+
+
+class AccountError(Exception):
+    """A refusal with a message fit to show the user."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class ClientInfo:
+    """Who is asking: for rate limits and the analytics row."""
+
+    ip: str | None = None
+    user_agent: str | None = None
+    geo: str | None = None
+
+
+@dataclass
+class Result:
+    message: str
+    mails: list[Mail] = field(default_factory=list)
+    user_id: str | None = None
+
+
+@dataclass
+class LoginResult(Result):
+    ticket: str | None = None  # redeemed by the session route for the HttpOnly cookie
+
+
+# --- input rules ------------------------------------------------------------------------------
+
+
+def normalize_email(raw: str) -> str:
+    email = (raw or "").strip().lower()
+    if not email or len(email) > 254:
+        raise AccountError("invalid_email", "Enter a valid e-mail address.")
+    try:
+        info = validate_email(email, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise AccountError("invalid_email", f"Enter a valid e-mail address ({exc}).") from exc
+    return info.normalized.lower()
+
+
+def check_password(password: str) -> None:
+    if not isinstance(password, str) or len(password) < PASSWORD_MIN:
+        raise AccountError("weak_password", f"Use at least {PASSWORD_MIN} characters.")
+    if len(password) > PASSWORD_MAX:
+        raise AccountError("long_password", f"Use at most {PASSWORD_MAX} characters.")
+
+
+def _minutes(delta: timedelta) -> str:
+    mins = max(1, int(delta.total_seconds() + 59) // 60)
+    return "1 minute" if mins == 1 else f"{mins} minutes"
+
+
+# --- links ------------------------------------------------------------------------------------
+
+
+def _issue_link(db: Session, user: User, purpose: LinkPurpose, ttl: timedelta, **extra: str | None) -> str:
+    token = new_token()
+    now = clock.now()
+    db.add(
+        OneTimeLink(
+            user_id=user.id,
+            purpose=purpose.value,
+            token_hash=token_hash(token),
+            created_at=now,
+            expires_at=now + ttl,
+            **extra,
+        )
+    )
+    return token
+
+
+def _link_sent_recently(db: Session, user_id: str, purpose: LinkPurpose) -> bool:
+    """One link mail per address per interval: a flood of requests sends no flood of mail."""
+    since = clock.now() - timedelta(seconds=get_settings().mail_link_interval_seconds)
+    query = select(OneTimeLink.id).where(
+        OneTimeLink.user_id == user_id,
+        OneTimeLink.purpose == purpose.value,
+        col(OneTimeLink.created_at) > since,
+    )
+    return db.exec(query.limit(1)).first() is not None
+
+
+def _void_links(db: Session, user_id: str, purpose: LinkPurpose) -> None:
+    db.exec(
+        update(OneTimeLink)
+        .where(
+            col(OneTimeLink.user_id) == user_id,
+            col(OneTimeLink.purpose) == purpose.value,
+            col(OneTimeLink.used_at).is_(None),
+        )
+        .values(used_at=clock.now())
+    )
+
+
+def _activation_mail(db: Session, user: User) -> list[Mail]:
+    if _link_sent_recently(db, user.id, LinkPurpose.ACTIVATION):
+        return []
+    ttl = timedelta(hours=get_settings().link_ttl_hours)
+    token = _issue_link(db, user, LinkPurpose.ACTIVATION, ttl)
+    return [emails.activation_mail(user.email, token)]
+
+
+def _consume_link(db: Session, token: str, purpose: LinkPurpose) -> OneTimeLink | None:
+    """Mark a valid link used, atomically: of two concurrent redemptions exactly one wins."""
+    if not token or len(token) > 200:
+        return None
+    now = clock.now()
+    hashed = token_hash(token)
+    result = db.exec(
+        update(OneTimeLink)
+        .where(
+            col(OneTimeLink.token_hash) == hashed,
+            col(OneTimeLink.purpose) == purpose.value,
+            col(OneTimeLink.used_at).is_(None),
+            col(OneTimeLink.expires_at) > now,
+        )
+        .values(used_at=now)
+    )
+    if result.rowcount != 1:
+        return None
+    return db.exec(select(OneTimeLink).where(OneTimeLink.token_hash == hashed)).one()
+
+
+def _find_valid_link(db: Session, token: str, purpose: LinkPurpose) -> OneTimeLink | None:
+    if not token or len(token) > 200:
+        return None
+    link = db.exec(
+        select(OneTimeLink).where(
+            OneTimeLink.token_hash == token_hash(token), OneTimeLink.purpose == purpose.value
+        )
+    ).first()
+    if link is None or link.used_at is not None or link.expires_at <= clock.now():
+        return None
+    return link
+
+
+def _user_by_email(db: Session, email: str) -> User | None:
+    return db.exec(select(User).where(User.email == email)).first()
+
+
+# --- sign-up and activation -------------------------------------------------------------------
+
+
+def signup(
+    db: Session,
+    email: str,
+    password: str,
+    client: ClientInfo | None = None,
+    utm: dict[str, str] | None = None,
+) -> Result:
+    """Create a `new` account and send its activation link.
+
+    Signing up with a taken address answers exactly as a fresh sign-up does (no enumeration);
+    its owner gets a mail instead: a new activation link if still `new`, else a notice.
+    """
+    client = client or ClientInfo()
+    settings = get_settings()
+    email = normalize_email(email)
+    check_password(password)
+    if client.ip and ratelimit.count(db, ratelimit.SIGNUP, timedelta(hours=1), ip=client.ip) >= (
+        settings.signups_per_ip_per_hour
+    ):
+        db.rollback()
+        raise AccountError("rate_limited", "Too many sign-ups from your network. Try again later.")
+    db.rollback()
+
+    password_hash = hash_password(password)  # outside any transaction
+
+    ratelimit.hit(db, ratelimit.SIGNUP, email=email, ip=client.ip)
+    existing = _user_by_email(db, email)
+    message = CHECK_INBOX.format(email=email)
+    if existing is not None:
+        mails = _mail_for_existing(db, existing)
+        db.commit()
+        return Result(message=message, mails=mails)
+
+    user = User(email=email, password_hash=password_hash, signup_utm=_clean_utm(utm))
+    db.add(user)
+    try:
+        db.flush()
+    except IntegrityError:  # the same address signed up concurrently
+        db.rollback()
+        existing = _user_by_email(db, email)
+        mails = _mail_for_existing(db, existing) if existing else []
+        db.commit()
+        return Result(message=message, mails=mails)
+    mails = _activation_mail(db, user)
+    outbox.record(
+        db,
+        outbox.USER_SESSIONS,
+        {
+            "ip": client.ip,
+            "geo": client.geo,
+            "useragent": client.user_agent,
+            "action": "signup",
+            "userid": user.id,
+            "email": user.email,
+            "utm": user.signup_utm,
+        },
+    )
+    db.commit()
+    return Result(message=message, mails=mails, user_id=user.id)
+
+
+def _mail_for_existing(db: Session, user: User) -> list[Mail]:
+    if user.status == UserStatus.NEW:
+        return _activation_mail(db, user)
+    if user.status == UserStatus.ACTIVATED:
+        return [emails.already_registered_mail(user.email)]
+    return []
+
+
+UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
+
+
+def _clean_utm(utm: dict[str, str] | None) -> dict[str, str] | None:
+    if not utm:
+        return None
+    kept = {k: str(v)[:200] for k, v in utm.items() if k in UTM_KEYS and v}
+    return kept or None
+
+
+def activate(db: Session, token: str) -> Result:
+    link = _consume_link(db, token, LinkPurpose.ACTIVATION)
+    if link is None:
+        db.rollback()
+        raise AccountError(
+            "bad_link",
+            "This activation link is invalid, expired or already used. "
+            "Log in to get a new one: we send a fresh link to unverified accounts.",
+        )
+    user = db.get(User, link.user_id)
+    assert user is not None
+    if user.status == UserStatus.BLOCKED:
+        db.rollback()
+        raise AccountError("blocked", "This account is blocked. Contact support.")
+    db.exec(
+        update(User)
+        .where(col(User.id) == user.id, col(User.status) == UserStatus.NEW.value)
+        .values(status=UserStatus.ACTIVATED.value)
+    )
+    # Every other activation link of this user is spent too.
+    _void_links(db, user.id, LinkPurpose.ACTIVATION)
+    db.commit()
+    return Result(message="Your e-mail is verified. You can log in now.", user_id=user.id)
+
+
+# --- login --------------------------------------------------------------------------------------
+
+
+def login(db: Session, email: str, password: str, client: ClientInfo | None = None) -> LoginResult:
+    """Check the password and hand out a single-use login ticket for the session route."""
+    client = client or ClientInfo()
+    settings = get_settings()
+    try:
+        email = normalize_email(email)
+    except AccountError:
+        raise AccountError("bad_credentials", WRONG_CREDENTIALS) from None
+    if not password or len(password) > PASSWORD_MAX:
+        raise AccountError("bad_credentials", WRONG_CREDENTIALS)
+
+    window = timedelta(minutes=settings.login_failure_window_minutes)
+    if ratelimit.count(db, ratelimit.LOGIN_FAILURE, window, email=email) >= (
+        settings.login_max_failures_per_email
+    ):
+        wait = ratelimit.retry_after(db, ratelimit.LOGIN_FAILURE, window, email=email)
+        db.rollback()
+        raise AccountError(
+            "rate_limited",
+            f"Too many failed attempts for this e-mail. Try again in {_minutes(wait)}, "
+            "or reset your password.",
+        )
+    if client.ip and ratelimit.count(db, ratelimit.LOGIN_FAILURE, window, ip=client.ip) >= (
+        settings.login_max_failures_per_ip
+    ):
+        wait = ratelimit.retry_after(db, ratelimit.LOGIN_FAILURE, window, ip=client.ip)
+        db.rollback()
+        raise AccountError(
+            "rate_limited",
+            f"Too many failed attempts from your network. Try again in {_minutes(wait)}.",
+        )
+    user = _user_by_email(db, email)
+    db.rollback()  # no transaction (and no SQLite write lock) while bcrypt runs
+
+    if user is None:
+        burn_password_check(password)
+        ok = False
+    else:
+        ok = verify_password(password, user.password_hash)
+    if not ok:
+        ratelimit.hit(db, ratelimit.LOGIN_FAILURE, email=email, ip=client.ip)
+        db.commit()
+        raise AccountError("bad_credentials", WRONG_CREDENTIALS)
+
+    assert user is not None
+    user = db.get(User, user.id, populate_existing=True)
+    assert user is not None
+    if user.status == UserStatus.BLOCKED:
+        db.rollback()
+        raise AccountError("blocked", "This account is blocked. Contact support if you think this is a mistake.")
+    if user.status == UserStatus.NEW:
+        mails = _activation_mail(db, user)
+        db.commit()
+        raise UnverifiedLogin(mails)
+
+    ratelimit.clear(db, ratelimit.LOGIN_FAILURE, email=email)
+    ttl = timedelta(seconds=settings.login_ticket_ttl_seconds)
+    ticket = _issue_link(
+        db, user, LinkPurpose.LOGIN_TICKET, ttl, ip=client.ip, user_agent=_ua(client.user_agent)
+    )
+    db.commit()
+    return LoginResult(message="Logged in.", user_id=user.id, ticket=ticket)
+
+
+class UnverifiedLogin(AccountError):
+    """Right password, e-mail not verified yet: a fresh activation link goes out (at most 1/min)."""
+
+    def __init__(self, mails: list[Mail]) -> None:
+        super().__init__(
+            "unverified",
+            "Verify your e-mail address first. We have sent you a new activation link"
+            " (it may take a minute to arrive; check the spam folder too).",
+        )
+        self.mails = mails
+
+
+def _ua(user_agent: str | None) -> str | None:
+    return user_agent[:512] if user_agent else None
+
+
+def redeem_login_ticket(db: Session, ticket: str, client: ClientInfo | None = None) -> tuple[str, User]:
+    """Turn a login ticket into a session (token returned once, for the cookie).
+
+    The successful login is recorded here, with the session it created, for analytics.
+    """
+    client = client or ClientInfo()
+    link = _consume_link(db, ticket, LinkPurpose.LOGIN_TICKET)
+    if link is None:
+        db.rollback()
+        raise AccountError("bad_ticket", "Your login expired. Please log in again.")
+    user = db.get(User, link.user_id)
+    if user is None or user.status != UserStatus.ACTIVATED:
+        db.rollback()
+        raise AccountError("blocked", "This account cannot log in.")
+    token = sessions.create(db, user.id, ip=client.ip, user_agent=_ua(client.user_agent))
+    outbox.record(
+        db,
+        outbox.USER_SESSIONS,
+        {
+            "ip": client.ip,
+            "geo": client.geo,
+            "useragent": client.user_agent,
+            "action": "login",
+            "userid": user.id,
+            "email": user.email,
+        },
+    )
+    db.commit()
+    return token, user
+
+
+# --- password reset -------------------------------------------------------------------------------
+
+
+def request_password_reset(db: Session, email: str, client: ClientInfo | None = None) -> Result:
+    """Same answer whatever the address; mail only to accounts that may reset."""
+    client = client or ClientInfo()
+    settings = get_settings()
+    email = normalize_email(email)
+    message = RESET_SENT.format(email=email)
+    if client.ip and ratelimit.count(
+        db, ratelimit.LINK_REQUEST, timedelta(hours=1), ip=client.ip
+    ) >= settings.link_requests_per_ip_per_hour:
+        db.rollback()
+        raise AccountError("rate_limited", "Too many requests from your network. Try again later.")
+    ratelimit.hit(db, ratelimit.LINK_REQUEST, email=email, ip=client.ip)
+    user = _user_by_email(db, email)
+    mails: list[Mail] = []
+    if user is not None and user.status == UserStatus.NEW:
+        mails = _activation_mail(db, user)
+    elif user is not None and user.status == UserStatus.ACTIVATED:
+        if not _link_sent_recently(db, user.id, LinkPurpose.RESET):
+            _void_links(db, user.id, LinkPurpose.RESET)  # a newer link voids the older ones
+            token = _issue_link(
+                db, user, LinkPurpose.RESET, timedelta(hours=settings.link_ttl_hours)
+            )
+            mails = [emails.reset_mail(user.email, token)]
+    db.commit()
+    return Result(message=message, mails=mails)
+
+
+def check_reset_token(db: Session, token: str) -> bool:
+    """Whether a reset link can still be used (to show the form or a clear error)."""
+    ok = _find_valid_link(db, token, LinkPurpose.RESET) is not None
+    db.rollback()
+    return ok
+
+
+BAD_RESET_LINK = "This reset link is invalid, expired or already used. Ask for a new one."
+
+
+def reset_password(db: Session, token: str, new_password: str) -> Result:
+    check_password(new_password)
+    if _find_valid_link(db, token, LinkPurpose.RESET) is None:
+        db.rollback()
+        raise AccountError("bad_link", BAD_RESET_LINK)
+    db.rollback()
+    password_hash = hash_password(new_password)  # outside any transaction
+
+    link = _consume_link(db, token, LinkPurpose.RESET)
+    if link is None:  # used concurrently meanwhile
+        db.rollback()
+        raise AccountError("bad_link", BAD_RESET_LINK)
+    user = db.get(User, link.user_id)
+    if user is None or user.status == UserStatus.BLOCKED:
+        db.rollback()
+        raise AccountError("blocked", "This account is blocked. Contact support.")
+    db.exec(update(User).where(col(User.id) == user.id).values(password_hash=password_hash))
+    _void_links(db, user.id, LinkPurpose.RESET)
+    sessions.revoke_all(db, user.id)
+    ratelimit.clear(db, ratelimit.LOGIN_FAILURE, email=user.email)
+    db.commit()
+    return Result(message="Your password is changed. Log in with the new one.", user_id=user.id)
+
+
+# --- status (admin) -------------------------------------------------------------------------------
+
+
+@dataclass
+class StatusChange:
+    user_id: str
+    email: str
+    previous_status: str
+    status: str
+
+
+def set_status(db: Session, user_id: str, status: str) -> StatusChange:
+    """Change a user's status. Blocking revokes every session at once."""
+    try:
+        new_status = UserStatus(status)
+    except ValueError as exc:
+        raise AccountError("bad_status", "status must be one of: new, activated, blocked") from exc
+    user = db.get(User, user_id, with_for_update=True)
+    if user is None:
+        db.rollback()
+        raise AccountError("not_found", "No such user.")
+    previous = user.status
+    user.status = new_status.value
+    db.add(user)
+    if new_status == UserStatus.BLOCKED:
+        sessions.revoke_all(db, user.id)
+    db.commit()
+    return StatusChange(user.id, user.email, previous, new_status.value)

@@ -1,0 +1,64 @@
+"""The session guard every protected page and every user-data handler goes through."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import quote
+
+import reflex as rx
+
+from vgen_app.api.cookies import token_from_cookie_header
+from vgen_app.db import run_db
+from vgen_app.services import clientinfo, sessions
+from vgen_app.services.accounts import ClientInfo
+from vgen_app.services.sessions import SessionUser
+from vgen_app.ui import routes
+
+
+class SessionState(rx.State):
+    """Who is logged in, as last checked on the server. Client state is never trusted:
+    `current_user()` re-reads the HttpOnly cookie from the socket's handshake and the database."""
+
+    user_email: str = ""
+    balance: int = 0
+    authenticated: bool = False
+
+    def client_info(self) -> ClientInfo:
+        headers = dict(self.router.headers.raw_headers)
+        return clientinfo.from_request(headers, self.router.session.client_ip or None)
+
+    async def current_user(self) -> SessionUser | None:
+        token = token_from_cookie_header(self.router.headers.cookie)
+        user = await run_db(sessions.validate, token) if token else None
+        if user is None:
+            self.user_email, self.balance, self.authenticated = "", 0, False
+        else:
+            self.user_email, self.balance, self.authenticated = user.email, user.balance, True
+        return user
+
+    def _login_redirect(self) -> rx.event.EventSpec:
+        path = self.router.url.path or "/"
+        query = self.router.url.query
+        target = path + (f"?{query}" if query else "")
+        return rx.redirect(f"{routes.LOGIN}?next={quote(target, safe='')}")
+
+    @rx.event
+    async def require_login(self):
+        """`on_load` of every protected page."""
+        if await self.current_user() is None:
+            return self._login_redirect()
+
+    @rx.event
+    async def redirect_if_logged_in(self):
+        """`on_load` of the auth pages: a logged-in user goes to the app."""
+        if await self.current_user() is not None:
+            return rx.redirect(routes.HOME)
+
+    @rx.event
+    def logout(self):
+        self.user_email, self.balance, self.authenticated = "", 0, False
+        # The cookie is HttpOnly: only the server can clear it. Then a full load opens a new socket.
+        return rx.call_script(
+            f"fetch({json.dumps(routes.LOGOUT_ROUTE)}, {{method: 'POST', credentials: 'same-origin'}})"
+            f".finally(() => window.location.assign({json.dumps(routes.LOGIN)}))"
+        )
