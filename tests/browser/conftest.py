@@ -1,0 +1,224 @@
+"""Real-browser journeys: the app started exactly as the README says (`make run`), driven by
+Debian's Chromium through Playwright.
+
+The app runs in its own process group with a throw-away database and mail outbox; the whole group
+is killed at the end of the session. Screenshots go to `test-artifacts/` (git-ignored).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+START_TIMEOUT_S = 180
+# Set by the parent conftest for the in-process tests; the app under `make run` must not inherit
+# them (or anything that would send mail elsewhere or switch the state manager).
+_NOT_INHERITED = (
+    "REFLEX_STATE_MANAGER_MODE",
+    "REFLEX_REDIS_URL",
+    "REDIS_URL",
+    "RESEND_API_KEY",
+    "RESEND_API_URL",
+    "ADMIN_TOKEN",
+    "TRUSTED_PROXY_HOPS",
+    "LANDING_URL",
+    "APP_HOST",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.browser)
+
+
+# --- the app -------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunningApp:
+    url: str
+    outbox: Path
+    log: Path
+    workdir: Path
+
+    def log_tail(self, lines: int = 60) -> str:
+        return _tail(self.log, lines)
+
+
+def _tail(path: Path, lines: int = 60) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=3) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        pgid = os.getpgid(proc.pid)
+    except ProcessLookupError:
+        return
+    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+        # The leader is gone; make sure nothing else of the group (workers) survives.
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(1)
+
+
+@pytest.fixture(scope="session")
+def app_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningApp]:
+    workdir = tmp_path_factory.mktemp("browser-app")
+    port = _free_port()
+    url = f"http://localhost:{port}"
+    outbox = workdir / "outbox"
+    log_path = workdir / "app.log"
+
+    env = {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
+    env.update(
+        APP_PORT=str(port),
+        APP_URL=url,
+        APP_HOST="127.0.0.1",
+        DATABASE_URL=f"sqlite:///{workdir / 'vgen.db'}",
+        MAIL_OUTBOX_DIR=str(outbox),
+        BCRYPT_ROUNDS="4",
+        # The journeys count activation mails: no "one link mail per minute" throttle here.
+        MAIL_LINK_INTERVAL_SECONDS="0",
+        PYTHONUNBUFFERED="1",
+    )
+
+    log_file = open(log_path, "wb")  # noqa: SIM115 - closed at teardown
+    proc = subprocess.Popen(
+        ["make", "run"],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group, killed as a whole
+    )
+    app = RunningApp(url=url, outbox=outbox, log=log_path, workdir=workdir)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(
+                    f"`make run` exited with {proc.returncode} before answering.\n"
+                    f"--- {log_path} (tail) ---\n{app.log_tail()}",
+                    pytrace=False,
+                )
+            if _answers(f"http://127.0.0.1:{port}/ping") and _answers(f"http://127.0.0.1:{port}/"):
+                break
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"`make run` did not answer GET /ping on port {port} within "
+                    f"{START_TIMEOUT_S} s.\n--- {log_path} (tail) ---\n{app.log_tail()}",
+                    pytrace=False,
+                )
+            time.sleep(0.5)
+        yield app
+    finally:
+        _kill_group(proc)
+        log_file.close()
+
+
+# --- the browser ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(
+            f"{CHROMIUM} is missing: install Debian's `chromium` package "
+            "(the journeys never download a browser with `playwright install`).",
+            pytrace=False,
+        )
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=20_000)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def new_context(browser, app_server: RunningApp):
+    """A factory of fresh browser contexts (separate cookie jars), closed after the test."""
+    contexts = []
+
+    def make():
+        ctx = browser.new_context(base_url=app_server.url, viewport={"width": 1200, "height": 800})
+        ctx.set_default_timeout(20_000)
+        ctx.set_default_navigation_timeout(30_000)
+        contexts.append(ctx)
+        return ctx
+
+    yield make
+    for ctx in contexts:
+        ctx.close()
+
+
+@pytest.fixture
+def shots(request: pytest.FixtureRequest):
+    """`shots(page, "name")` saves a full-page screenshot under test-artifacts/."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    prefix = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")
+    counter = iter(range(1, 100))
+
+    def shot(page, name: str) -> Path:
+        path = ARTIFACTS / f"{prefix}-{next(counter):02d}-{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        return path
+
+    return shot

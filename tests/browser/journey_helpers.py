@@ -1,0 +1,75 @@
+"""Helpers of the browser journeys: unique addresses, hydration, the mail outbox."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from email.message import EmailMessage
+from pathlib import Path
+
+
+def unique_email() -> str:
+    return f"journey-{secrets.token_hex(5)}@example.com"
+
+
+def wait_hydrated(page, selector: str) -> None:
+    """Wait until React has hydrated `selector` (the pages are prerendered: clicking a submit
+    button before hydration would do a native GET form submission instead of a Reflex event)."""
+    page.wait_for_selector(selector, state="visible")
+    page.wait_for_function(
+        """(sel) => {
+            const el = document.querySelector(sel);
+            return !!el && Object.keys(el).some((k) => k.startsWith('__reactProps'));
+        }""",
+        arg=selector,
+    )
+
+
+@dataclass
+class Mail:
+    path: Path
+    kind: str
+    to: str
+    subject: str
+    text: str
+
+    def link(self, path: str) -> str:
+        m = re.search(rf"https?://[^\s\"'<>]+{re.escape(path)}\?token=[A-Za-z0-9_\-.~%]+", self.text)
+        assert m, f"no {path} link in {self.path.name}:\n{self.text}"
+        return m.group(0)
+
+
+def read_mails(outbox: Path, to: str, kind: str) -> list[Mail]:
+    """Mails of one kind to one address, oldest first (file names start with a timestamp)."""
+    if not outbox.exists():
+        return []
+    found = []
+    for path in sorted(outbox.glob("*.eml")):  # half-written mails are hidden `.…tmp` files
+        msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        assert isinstance(msg, EmailMessage)
+        if msg["X-Vgen-Kind"] != kind or (msg["To"] or "").lower() != to.lower():
+            continue
+        body = msg.get_body(preferencelist=("plain",))
+        text = body.get_content() if body is not None else ""
+        found.append(Mail(path, kind, msg["To"], msg["Subject"], text))
+    return found
+
+
+def wait_for_mails(outbox: Path, to: str, kind: str, count: int, timeout: float = 20) -> list[Mail]:
+    """Poll the outbox until at least `count` such mails are there; return them all."""
+    deadline = time.monotonic() + timeout
+    while True:
+        mails = read_mails(outbox, to, kind)
+        if len(mails) >= count:
+            return mails
+        if time.monotonic() > deadline:
+            names = sorted(p.name for p in outbox.glob("*.eml")) if outbox.exists() else []
+            raise AssertionError(
+                f"expected {count} {kind!r} mail(s) to {to} within {timeout} s, found {len(mails)}; "
+                f"outbox: {names}"
+            )
+        time.sleep(0.2)

@@ -1,0 +1,104 @@
+"""Shared fixtures. Service tests run on SQLite and on the local PostgreSQL (`db` is parametrized).
+
+The environment is set before the app is imported: a throw-away var folder, a cheap bcrypt.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+_TMP = Path(tempfile.mkdtemp(prefix="vgen-test-"))
+os.environ.setdefault("DATABASE_URL", f"sqlite:///{_TMP / 'app.db'}")
+os.environ["MAIL_OUTBOX_DIR"] = str(_TMP / "outbox")
+os.environ["BCRYPT_ROUNDS"] = "4"
+os.environ.setdefault("REFLEX_STATE_MANAGER_MODE", "memory")
+for _var in ("RESEND_API_KEY", "ADMIN_TOKEN", "STRIPE_SECRET_KEY", "TRUSTED_PROXY_HOPS"):
+    os.environ.pop(_var, None)
+
+import psycopg  # noqa: E402
+import pytest  # noqa: E402
+from sqlalchemy import text  # noqa: E402
+from sqlmodel import Session, SQLModel  # noqa: E402
+
+from vgen_app import clock, db as dbmod  # noqa: E402
+from vgen_app.cli import migrate  # noqa: E402
+from vgen_app.config import reset_settings  # noqa: E402
+
+PG_ADMIN_DSN = os.environ.get("VGEN_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+REQUIRE_PG = os.environ.get("CI") == "true" or os.environ.get("VGEN_REQUIRE_PG") == "1"
+
+
+def _pg_available() -> bool:
+    try:
+        with psycopg.connect(PG_ADMIN_DSN, connect_timeout=3):
+            return True
+    except psycopg.Error:
+        return False
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'vgen.db'}"
+    migrate(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    if not _pg_available():
+        if REQUIRE_PG:
+            pytest.fail(f"PostgreSQL is required here but {PG_ADMIN_DSN} does not answer")
+        pytest.skip("local PostgreSQL is not running")
+    name = f"vgen_test_{os.getpid()}_{secrets.token_hex(3)}"
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_DSN.rsplit("/", 1)[0]
+    url = f"{base}/{name}"
+    migrate(url)
+    yield url
+    dbmod.dispose_engines()
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _wipe(url: str) -> None:
+    engine = dbmod.make_engine(url)
+    tables = [t.name for t in reversed(SQLModel.metadata.sorted_tables)]
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        else:
+            for table in tables:
+                conn.execute(text(f"DELETE FROM {table}"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A migrated, empty database, selected as DATABASE_URL for the code under test."""
+    url = request.getfixturevalue(f"{request.param}_url")
+    _wipe(url)
+    monkeypatch.setenv("DATABASE_URL", url)
+    reset_settings()
+    yield url
+    reset_settings()
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Session]:
+    with dbmod.session_scope() as session:
+        yield session
+
+
+@pytest.fixture(autouse=True)
+def _fresh_clock_and_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    monkeypatch.setenv("MAIL_OUTBOX_DIR", str(tmp_path / "outbox"))
+    reset_settings()
+    clock.reset()
+    yield
+    clock.reset()
+    reset_settings()
