@@ -14,8 +14,8 @@ SESSION_COOKIE = "vgen_session"  # plain http here; `__Host-vgen_session` on htt
 
 
 def _path_is(app_url: str, path: str) -> re.Pattern[str]:
-    """The page URL is exactly `path` (query allowed), on the app's origin."""
-    return re.compile(re.escape(app_url + path) + r"(\?.*)?$")
+    """The page URL is `path` (the prod server adds a trailing slash; query allowed)."""
+    return re.compile(re.escape(app_url + path.rstrip("/")) + r"/?(\?.*)?$")
 
 
 def _submit_login(page: Page, email: str, password: str) -> None:
@@ -113,7 +113,7 @@ def test_signup_verify_login_logout(app_server, new_context, shots):
     assert not _session_cookies(page.context)
     shots(page, "logged-out")
     page.goto("/")
-    expect(page).to_have_url(re.compile(re.escape(app_server.url) + r"/login\?next="))
+    expect(page).to_have_url(re.compile(re.escape(app_server.url) + r"/login/?\?next="))
     expect(page.locator("#header-email")).to_have_count(0)
 
 
@@ -152,7 +152,7 @@ def test_forgot_reset_revokes_sessions(app_server, new_context, shots):
 
     # The other browser's session is gone: reloading the app lands on /login.
     other.reload()
-    expect(other).to_have_url(re.compile(re.escape(app_server.url) + r"/login\?next="))
+    expect(other).to_have_url(re.compile(re.escape(app_server.url) + r"/login/?\?next="))
     expect(other.locator("#header-email")).to_have_count(0)
 
     # The old password is refused, the new one works.
