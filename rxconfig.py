@@ -7,9 +7,9 @@ os.environ.setdefault("REFLEX_USE_NPM", "1")
 os.environ.setdefault("REFLEX_CHECK_LATEST_VERSION", "0")
 os.environ.setdefault("NPM_CONFIG_REGISTRY", "https://registry.npmjs.org/")
 
-import reflex as rx  # noqa: E402
+import reflex as rx
 
-from vgen_app.config import get_settings  # noqa: E402
+from vgen_app.config import get_settings
 
 settings = get_settings()
 

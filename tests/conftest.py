@@ -19,14 +19,15 @@ os.environ.setdefault("REFLEX_STATE_MANAGER_MODE", "memory")
 for _var in ("RESEND_API_KEY", "ADMIN_TOKEN", "STRIPE_SECRET_KEY", "TRUSTED_PROXY_HOPS"):
     os.environ.pop(_var, None)
 
-import psycopg  # noqa: E402
-import pytest  # noqa: E402
-from sqlalchemy import text  # noqa: E402
-from sqlmodel import Session, SQLModel  # noqa: E402
+import psycopg
+import pytest
+from sqlalchemy import text
+from sqlmodel import Session, SQLModel
 
-from vgen_app import clock, db as dbmod  # noqa: E402
-from vgen_app.cli import migrate  # noqa: E402
-from vgen_app.config import reset_settings  # noqa: E402
+from vgen_app import clock
+from vgen_app import db as dbmod
+from vgen_app.cli import migrate
+from vgen_app.config import reset_settings
 
 PG_ADMIN_DSN = os.environ.get("VGEN_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REQUIRE_PG = os.environ.get("CI") == "true" or os.environ.get("VGEN_REQUIRE_PG") == "1"

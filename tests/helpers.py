@@ -28,7 +28,11 @@ def make_user(db: Session, email: str = "ann@example.com", password: str = "corr
 
 
 def login_session(db: Session, email: str, password: str = "correct horse") -> str:
-    result = accounts.login(db, email, password, accounts.ClientInfo(ip="10.0.0.1", user_agent="pytest"))
+    result = accounts.login(
+        db, email, password, accounts.ClientInfo(ip="10.0.0.1", user_agent="pytest")
+    )
     assert result.ticket
-    token, _user = accounts.redeem_login_ticket(db, result.ticket, accounts.ClientInfo(ip="10.0.0.1"))
+    token, _user = accounts.redeem_login_ticket(
+        db, result.ticket, accounts.ClientInfo(ip="10.0.0.1")
+    )
     return token

@@ -45,7 +45,9 @@ def test_signup_creates_new_account_and_sends_activation_link(db: Session) -> No
     assert user.password_hash.startswith("$2") and PW not in user.password_hash
 
 
-@pytest.mark.parametrize("email", ["", "no-at-sign", "a@b", "two@@example.com", "x" * 300 + "@e.com"])
+@pytest.mark.parametrize(
+    "email", ["", "no-at-sign", "a@b", "two@@example.com", "x" * 300 + "@e.com"]
+)
 def test_signup_rejects_invalid_email(db: Session, email: str) -> None:
     with pytest.raises(AccountError) as err:
         accounts.signup(db, email, PW)
@@ -54,7 +56,8 @@ def test_signup_rejects_invalid_email(db: Session, email: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("password", "code"), [("", "weak_password"), ("1234567", "weak_password"), ("x" * 129, "long_password")]
+    ("password", "code"),
+    [("", "weak_password"), ("1234567", "weak_password"), ("x" * 129, "long_password")],
 )
 def test_signup_password_length(db: Session, password: str, code: str) -> None:
     with pytest.raises(AccountError) as err:
@@ -79,7 +82,9 @@ def test_signup_with_taken_email_answers_the_same_and_mails_the_owner(db: Sessio
     assert [m.kind for m in again.mails] == ["activation"]  # still `new`: a fresh link
     accounts.activate(db, token_of(again.mails[0]))
     third = accounts.signup(db, "ann@example.com", "yet another one")
-    assert third.message == first.message and [m.kind for m in third.mails] == ["already_registered"]
+    assert third.message == first.message and [m.kind for m in third.mails] == [
+        "already_registered"
+    ]
     assert len(db.exec(select(User)).all()) == 1
     # The password was not changed by the second sign-up.
     assert login_session(db, "ann@example.com", PW)
@@ -225,7 +230,11 @@ def test_login_of_new_account_with_wrong_password_sends_nothing(db: Session) -> 
 def test_wrong_password_and_unknown_email_get_one_generic_message(db: Session) -> None:
     make_user(db, "ann@example.com")
     messages = set()
-    for email, pw in [("ann@example.com", "bad password"), ("nobody@example.com", PW), ("junk", PW)]:
+    for email, pw in [
+        ("ann@example.com", "bad password"),
+        ("nobody@example.com", PW),
+        ("junk", PW),
+    ]:
         with pytest.raises(AccountError) as err:
             accounts.login(db, email, pw)
         messages.add((err.value.code, err.value.message))
@@ -248,7 +257,7 @@ def test_login_ticket_is_single_use_and_short_lived(db: Session) -> None:
     make_user(db, "ann@example.com")
     ticket = accounts.login(db, "ann@example.com", PW).ticket
     assert ticket
-    token, user = accounts.redeem_login_ticket(db, ticket)
+    token, _user = accounts.redeem_login_ticket(db, ticket)
     assert sessions.validate(db, token).email == "ann@example.com"
     with pytest.raises(AccountError):
         accounts.redeem_login_ticket(db, ticket)
@@ -276,7 +285,9 @@ def test_successful_login_writes_one_user_sessions_row(db: Session) -> None:
     rows = db.exec(select(AnalyticsOutbox).order_by(AnalyticsOutbox.id)).all()
     assert len(rows) == before + 1
     assert rows[-1].table_name == "user_sessions"
-    assert {k: rows[-1].row[k] for k in ("action", "userid", "email", "ip", "useragent", "geo")} == {
+    assert {
+        k: rows[-1].row[k] for k in ("action", "userid", "email", "ip", "useragent", "geo")
+    } == {
         "action": "login",
         "userid": user_id,
         "email": "ann@example.com",

@@ -118,12 +118,18 @@ def test_login_row_records_ip_and_geo_only_from_trusted_proxy(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     forged = {"X-Forwarded-For": "198.51.100.23", "CF-IPCountry": "NL", "User-Agent": "UA/1"}
-    client.get(f"/api/auth/session?ticket={_ticket('a@example.com')}", headers=forged,
-               follow_redirects=False)
+    client.get(
+        f"/api/auth/session?ticket={_ticket('a@example.com')}",
+        headers=forged,
+        follow_redirects=False,
+    )
     monkeypatch.setenv("TRUSTED_PROXY_HOPS", "1")
     reset_settings()
-    client.get(f"/api/auth/session?ticket={_ticket('b@example.com')}", headers=forged,
-               follow_redirects=False)
+    client.get(
+        f"/api/auth/session?ticket={_ticket('b@example.com')}",
+        headers=forged,
+        follow_redirects=False,
+    )
     with session_scope() as db:
         rows = [r.row for r in db.exec(select(AnalyticsOutbox)) if r.row["action"] == "login"]
     by_email = {r["email"]: r for r in rows}
@@ -140,9 +146,10 @@ def test_logout_revokes_the_session_and_clears_the_cookie(client: TestClient) ->
     assert token and with_db(sessions.validate, token)
     response = client.post("/api/auth/logout")
     assert response.status_code == 200
-    assert 'vgen_session=""' in response.headers["set-cookie"] or "Max-Age=0" in response.headers[
-        "set-cookie"
-    ]
+    assert (
+        'vgen_session=""' in response.headers["set-cookie"]
+        or "Max-Age=0" in response.headers["set-cookie"]
+    )
     assert with_db(sessions.validate, token) is None
 
 

@@ -42,7 +42,9 @@ def test_links_are_absolute_from_app_url(monkeypatch: pytest.MonkeyPatch) -> Non
     assert "https://app.vgen.com/reset?token=abc" in mail.html
 
 
-def test_default_mailer_is_the_outbox_and_resend_when_key_set(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_mailer_is_the_outbox_and_resend_when_key_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     assert isinstance(make_mailer(get_settings()), OutboxMailer)
     monkeypatch.setenv("RESEND_API_KEY", "re_test")
     reset_settings()
@@ -51,7 +53,9 @@ def test_default_mailer_is_the_outbox_and_resend_when_key_set(monkeypatch: pytes
 
 def test_resend_sends_through_the_real_client(httpserver: HTTPServer) -> None:
     httpserver.expect_request("/emails", method="POST").respond_with_json({"id": "email-42"})
-    mailer = ResendMailer("re_test_key", "vgen <no-reply@vgen.com>", httpserver.url_for("").rstrip("/"))
+    mailer = ResendMailer(
+        "re_test_key", "vgen <no-reply@vgen.com>", httpserver.url_for("").rstrip("/")
+    )
     assert mailer.send(emails.reset_mail("ann@example.com", "TKN")) == "email-42"
     (request, _response) = httpserver.log[0]
     assert request.headers["Authorization"] == "Bearer re_test_key"
@@ -61,11 +65,15 @@ def test_resend_sends_through_the_real_client(httpserver: HTTPServer) -> None:
     assert "/reset?token=TKN" in body["text"] and "/reset?token=TKN" in body["html"]
 
 
-def test_provider_failure_is_logged_not_raised(httpserver: HTTPServer, caplog: pytest.LogCaptureFixture) -> None:
+def test_provider_failure_is_logged_not_raised(
+    httpserver: HTTPServer, caplog: pytest.LogCaptureFixture
+) -> None:
     httpserver.expect_request("/emails", method="POST").respond_with_json(
         {"statusCode": 500, "name": "internal_server_error", "message": "boom"}, status=500
     )
-    mailer = ResendMailer("re_test_key", "vgen <no-reply@vgen.com>", httpserver.url_for("").rstrip("/"))
+    mailer = ResendMailer(
+        "re_test_key", "vgen <no-reply@vgen.com>", httpserver.url_for("").rstrip("/")
+    )
     sent = send_all([emails.activation_mail("ann@example.com", "T")], mailer)
     assert sent == 0
     assert "sending activation mail failed" in caplog.text

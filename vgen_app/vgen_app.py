@@ -23,14 +23,21 @@ app = rx.App(
     api_transformer=create_api(),
 )
 
-app.add_page(dashboard_page, route=routes.HOME, title="My tasks · vgen",
-             on_load=SessionState.require_login)
-app.add_page(signup_page, route=routes.SIGNUP, title="Sign up · vgen",
-             on_load=SessionState.redirect_if_logged_in)
+app.add_page(
+    dashboard_page, route=routes.HOME, title="My tasks · vgen", on_load=SessionState.require_login
+)
+app.add_page(
+    signup_page,
+    route=routes.SIGNUP,
+    title="Sign up · vgen",
+    on_load=SessionState.redirect_if_logged_in,
+)
 app.add_page(login_page, route=routes.LOGIN, title="Log in · vgen", on_load=LoginState.on_load)
 app.add_page(check_email_page, route=routes.CHECK_EMAIL, title="Check your e-mail · vgen")
 app.add_page(verify_page, route=routes.VERIFY, title="Activate · vgen", on_load=VerifyState.on_load)
-app.add_page(forgot_page, route=routes.FORGOT, title="Forgot password · vgen",
-             on_load=ForgotState.on_load)
-app.add_page(reset_page, route=routes.RESET, title="Reset password · vgen",
-             on_load=ResetState.on_load)
+app.add_page(
+    forgot_page, route=routes.FORGOT, title="Forgot password · vgen", on_load=ForgotState.on_load
+)
+app.add_page(
+    reset_page, route=routes.RESET, title="Reset password · vgen", on_load=ResetState.on_load
+)

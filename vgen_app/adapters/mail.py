@@ -91,7 +91,7 @@ def send_all(mails: list[Mail], mailer: Mailer | None = None) -> int:
         try:
             mailer.send(mail)
             sent += 1
-        except Exception:  # noqa: BLE001 - a mail provider failure must not break the page
+        except Exception:
             log.exception("sending %s mail failed", mail.kind)
     return sent
 

@@ -23,7 +23,9 @@ async def redeem_ticket(request: Request, ticket: str = "", next: str = "/") -> 
     # A ticket only comes from our own login page: refuse cross-site navigations (login CSRF).
     if request.headers.get("sec-fetch-site", "same-origin") not in {"same-origin", "none"}:
         return RedirectResponse("/login", status_code=303)
-    client = clientinfo.from_request(request.headers, request.client.host if request.client else None)
+    client = clientinfo.from_request(
+        request.headers, request.client.host if request.client else None
+    )
     try:
         token, _user = await run_db(accounts.redeem_login_ticket, ticket, client)
     except accounts.AccountError:

@@ -97,7 +97,9 @@ def _minutes(delta: timedelta) -> str:
 # --- links ------------------------------------------------------------------------------------
 
 
-def _issue_link(db: Session, user: User, purpose: LinkPurpose, ttl: timedelta, **extra: str | None) -> str:
+def _issue_link(
+    db: Session, user: User, purpose: LinkPurpose, ttl: timedelta, **extra: str | None
+) -> str:
     token = new_token()
     now = clock.now()
     db.add(
@@ -229,19 +231,7 @@ def signup(
         db.commit()
         return Result(message=message, mails=mails)
     mails = _activation_mail(db, user)
-    outbox.record(
-        db,
-        outbox.USER_SESSIONS,
-        {
-            "ip": client.ip,
-            "geo": client.geo,
-            "useragent": client.user_agent,
-            "action": "signup",
-            "userid": user.id,
-            "email": user.email,
-            "utm": user.signup_utm,
-        },
-    )
+    _record_session_event(db, "signup", user, client, utm=user.signup_utm)
     db.commit()
     return Result(message=message, mails=mails, user_id=user.id)
 
@@ -341,7 +331,9 @@ def login(db: Session, email: str, password: str, client: ClientInfo | None = No
     assert user is not None
     if user.status == UserStatus.BLOCKED:
         db.rollback()
-        raise AccountError("blocked", "This account is blocked. Contact support if you think this is a mistake.")
+        raise AccountError(
+            "blocked", "This account is blocked. Contact support if you think this is a mistake."
+        )
     if user.status == UserStatus.NEW:
         mails = _activation_mail(db, user)
         db.commit()
@@ -368,11 +360,29 @@ class UnverifiedLogin(AccountError):
         self.mails = mails
 
 
+def _record_session_event(
+    db: Session, action: str, user: User, client: ClientInfo, **extra: object
+) -> None:
+    """The `user_sessions` analytics row, in the caller's transaction."""
+    row = {
+        "ip": client.ip,
+        "geo": client.geo,
+        "useragent": client.user_agent,
+        "action": action,
+        "userid": user.id,
+        "email": user.email,
+        **extra,
+    }
+    outbox.record(db, outbox.USER_SESSIONS, row)
+
+
 def _ua(user_agent: str | None) -> str | None:
     return user_agent[:512] if user_agent else None
 
 
-def redeem_login_ticket(db: Session, ticket: str, client: ClientInfo | None = None) -> tuple[str, User]:
+def redeem_login_ticket(
+    db: Session, ticket: str, client: ClientInfo | None = None
+) -> tuple[str, User]:
     """Turn a login ticket into a session (token returned once, for the cookie).
 
     The successful login is recorded here, with the session it created, for analytics.
@@ -387,18 +397,7 @@ def redeem_login_ticket(db: Session, ticket: str, client: ClientInfo | None = No
         db.rollback()
         raise AccountError("blocked", "This account cannot log in.")
     token = sessions.create(db, user.id, ip=client.ip, user_agent=_ua(client.user_agent))
-    outbox.record(
-        db,
-        outbox.USER_SESSIONS,
-        {
-            "ip": client.ip,
-            "geo": client.geo,
-            "useragent": client.user_agent,
-            "action": "login",
-            "userid": user.id,
-            "email": user.email,
-        },
-    )
+    _record_session_event(db, "login", user, client)
     db.commit()
     return token, user
 
@@ -412,9 +411,11 @@ def request_password_reset(db: Session, email: str, client: ClientInfo | None = 
     settings = get_settings()
     email = normalize_email(email)
     message = RESET_SENT.format(email=email)
-    if client.ip and ratelimit.count(
-        db, ratelimit.LINK_REQUEST, timedelta(hours=1), ip=client.ip
-    ) >= settings.link_requests_per_ip_per_hour:
+    if (
+        client.ip
+        and ratelimit.count(db, ratelimit.LINK_REQUEST, timedelta(hours=1), ip=client.ip)
+        >= settings.link_requests_per_ip_per_hour
+    ):
         db.rollback()
         raise AccountError("rate_limited", "Too many requests from your network. Try again later.")
     ratelimit.hit(db, ratelimit.LINK_REQUEST, email=email, ip=client.ip)
@@ -422,13 +423,14 @@ def request_password_reset(db: Session, email: str, client: ClientInfo | None = 
     mails: list[Mail] = []
     if user is not None and user.status == UserStatus.NEW:
         mails = _activation_mail(db, user)
-    elif user is not None and user.status == UserStatus.ACTIVATED:
-        if not _link_sent_recently(db, user.id, LinkPurpose.RESET):
-            _void_links(db, user.id, LinkPurpose.RESET)  # a newer link voids the older ones
-            token = _issue_link(
-                db, user, LinkPurpose.RESET, timedelta(hours=settings.link_ttl_hours)
-            )
-            mails = [emails.reset_mail(user.email, token)]
+    elif (
+        user is not None
+        and user.status == UserStatus.ACTIVATED
+        and not _link_sent_recently(db, user.id, LinkPurpose.RESET)
+    ):
+        _void_links(db, user.id, LinkPurpose.RESET)  # a newer link voids the older ones
+        token = _issue_link(db, user, LinkPurpose.RESET, timedelta(hours=settings.link_ttl_hours))
+        mails = [emails.reset_mail(user.email, token)]
     db.commit()
     return Result(message=message, mails=mails)
 

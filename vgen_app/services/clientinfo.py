@@ -39,4 +39,6 @@ def geo(headers: Mapping[str, str]) -> str | None:
 
 def from_request(headers: Mapping[str, str], peer_ip: str | None) -> ClientInfo:
     ua = _header(headers, "user-agent")
-    return ClientInfo(ip=client_ip(headers, peer_ip), user_agent=ua[:512] if ua else None, geo=geo(headers))
+    return ClientInfo(
+        ip=client_ip(headers, peer_ip), user_agent=ua[:512] if ua else None, geo=geo(headers)
+    )

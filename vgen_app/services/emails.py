@@ -67,7 +67,9 @@ def reset_mail(to: str, token: str) -> Mail:
 def already_registered_mail(to: str) -> Mail:
     login = get_settings().link("/login")
     forgot = get_settings().link("/forgot")
-    intro = "Someone tried to sign up for vgen with this e-mail address, which already has an account."
+    intro = (
+        "Someone tried to sign up for vgen with this e-mail address, which already has an account."
+    )
     outro = f"If it was you, log in at {login} or reset your password at {forgot}. Otherwise ignore this."
     return Mail(
         to=to,

@@ -17,7 +17,9 @@ GENERATION_LOG = "generation_log"
 def record(db: Session, table: str, row: dict[str, Any]) -> AnalyticsOutbox:
     """Add an event to the caller's transaction (the caller commits)."""
     at = clock.now()
-    event = AnalyticsOutbox(table_name=table, row={"timestamp": at.isoformat(), **row}, created_at=at)
+    event = AnalyticsOutbox(
+        table_name=table, row={"timestamp": at.isoformat(), **row}, created_at=at
+    )
     db.add(event)
     return event
 

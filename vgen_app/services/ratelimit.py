@@ -22,8 +22,10 @@ def hit(db: Session, kind: str, *, email: str | None = None, ip: str | None = No
 def count(
     db: Session, kind: str, window: timedelta, *, email: str | None = None, ip: str | None = None
 ) -> int:
-    query = select(func.count()).select_from(AuthEvent).where(
-        AuthEvent.kind == kind, col(AuthEvent.created_at) > clock.now() - window
+    query = (
+        select(func.count())
+        .select_from(AuthEvent)
+        .where(AuthEvent.kind == kind, col(AuthEvent.created_at) > clock.now() - window)
     )
     if email is not None:
         query = query.where(AuthEvent.email == email)

@@ -26,7 +26,9 @@ class SessionUser:
     status: str
 
 
-def create(db: Session, user_id: str, *, ip: str | None = None, user_agent: str | None = None) -> str:
+def create(
+    db: Session, user_id: str, *, ip: str | None = None, user_agent: str | None = None
+) -> str:
     token = new_token()
     now = clock.now()
     db.add(

@@ -170,12 +170,32 @@ def signup_page() -> rx.Component:
         error_callout(SignupState.signup_error),
         rx.form(
             rx.vstack(
-                field("E-mail", "email", "email", placeholder="you@example.com", required=True,
-                      auto_complete="email"),
-                field("Password", "password", "password", placeholder="8 to 128 characters",
-                      required=True, min_length=8, max_length=128, auto_complete="new-password"),
-                rx.button("Sign up", type="submit", size="3", width="100%",
-                          loading=SignupState.signup_busy, id="signup-submit"),
+                field(
+                    "E-mail",
+                    "email",
+                    "email",
+                    placeholder="you@example.com",
+                    required=True,
+                    auto_complete="email",
+                ),
+                field(
+                    "Password",
+                    "password",
+                    "password",
+                    placeholder="8 to 128 characters",
+                    required=True,
+                    min_length=8,
+                    max_length=128,
+                    auto_complete="new-password",
+                ),
+                rx.button(
+                    "Sign up",
+                    type="submit",
+                    size="3",
+                    width="100%",
+                    loading=SignupState.signup_busy,
+                    id="signup-submit",
+                ),
                 spacing="4",
                 width="100%",
             ),
@@ -195,12 +215,29 @@ def login_page() -> rx.Component:
         error_callout(LoginState.login_error),
         rx.form(
             rx.vstack(
-                field("E-mail", "email", "email", placeholder="you@example.com", required=True,
-                      auto_complete="email"),
-                field("Password", "password", "password", required=True,
-                      auto_complete="current-password"),
-                rx.button("Log in", type="submit", size="3", width="100%",
-                          loading=LoginState.login_busy, id="login-submit"),
+                field(
+                    "E-mail",
+                    "email",
+                    "email",
+                    placeholder="you@example.com",
+                    required=True,
+                    auto_complete="email",
+                ),
+                field(
+                    "Password",
+                    "password",
+                    "password",
+                    required=True,
+                    auto_complete="current-password",
+                ),
+                rx.button(
+                    "Log in",
+                    type="submit",
+                    size="3",
+                    width="100%",
+                    loading=LoginState.login_busy,
+                    id="login-submit",
+                ),
                 spacing="4",
                 width="100%",
             ),
@@ -242,8 +279,11 @@ def check_email_page() -> rx.Component:
             size="2",
             color_scheme="gray",
         ),
-        rx.link(rx.button("Go to log in", size="3", width="100%", variant="soft"), href=routes.LOGIN,
-                width="100%"),
+        rx.link(
+            rx.button("Go to log in", size="3", width="100%", variant="soft"),
+            href=routes.LOGIN,
+            width="100%",
+        ),
     )
 
 
@@ -252,19 +292,42 @@ def verify_page() -> rx.Component:
         "Activate your account",
         rx.match(
             VerifyState.verify_status,
-            ("ok", rx.vstack(
-                rx.callout(VerifyState.verify_message, icon="circle_check", color_scheme="green",
-                           width="100%", id="verify-ok"),
-                rx.link(rx.button("Log in", size="3", width="100%"), href=routes.LOGIN, width="100%"),
-                width="100%", spacing="4",
-            )),
-            ("error", rx.vstack(
-                rx.callout(VerifyState.verify_message, icon="triangle_alert", color_scheme="red",
-                           width="100%", id="verify-error"),
-                rx.link(rx.button("Go to log in", size="3", width="100%", variant="soft"),
-                        href=routes.LOGIN, width="100%"),
-                width="100%", spacing="4",
-            )),
+            (
+                "ok",
+                rx.vstack(
+                    rx.callout(
+                        VerifyState.verify_message,
+                        icon="circle_check",
+                        color_scheme="green",
+                        width="100%",
+                        id="verify-ok",
+                    ),
+                    rx.link(
+                        rx.button("Log in", size="3", width="100%"), href=routes.LOGIN, width="100%"
+                    ),
+                    width="100%",
+                    spacing="4",
+                ),
+            ),
+            (
+                "error",
+                rx.vstack(
+                    rx.callout(
+                        VerifyState.verify_message,
+                        icon="triangle_alert",
+                        color_scheme="red",
+                        width="100%",
+                        id="verify-error",
+                    ),
+                    rx.link(
+                        rx.button("Go to log in", size="3", width="100%", variant="soft"),
+                        href=routes.LOGIN,
+                        width="100%",
+                    ),
+                    width="100%",
+                    spacing="4",
+                ),
+            ),
             rx.hstack(rx.spinner(), rx.text("Checking your link…"), align="center"),
         ),
     )
@@ -276,14 +339,30 @@ def forgot_page() -> rx.Component:
         error_callout(ForgotState.forgot_error),
         rx.cond(
             ForgotState.forgot_done != "",
-            rx.callout(ForgotState.forgot_done, icon="mail", color_scheme="green", width="100%",
-                       id="forgot-done"),
+            rx.callout(
+                ForgotState.forgot_done,
+                icon="mail",
+                color_scheme="green",
+                width="100%",
+                id="forgot-done",
+            ),
             rx.form(
                 rx.vstack(
-                    field("E-mail", "email", "email", placeholder="you@example.com", required=True,
-                          auto_complete="email"),
-                    rx.button("Send me a reset link", type="submit", size="3", width="100%",
-                              id="forgot-submit"),
+                    field(
+                        "E-mail",
+                        "email",
+                        "email",
+                        placeholder="you@example.com",
+                        required=True,
+                        auto_complete="email",
+                    ),
+                    rx.button(
+                        "Send me a reset link",
+                        type="submit",
+                        size="3",
+                        width="100%",
+                        id="forgot-submit",
+                    ),
                     spacing="4",
                     width="100%",
                 ),
@@ -303,30 +382,67 @@ def reset_page() -> rx.Component:
         error_callout(ResetState.reset_error),
         rx.match(
             ResetState.reset_status,
-            ("form", rx.form(
-                rx.vstack(
-                    field("New password", "password", "password", placeholder="8 to 128 characters",
-                          required=True, min_length=8, max_length=128,
-                          auto_complete="new-password"),
-                    field("Repeat it", "confirm", "password", required=True,
-                          auto_complete="new-password"),
-                    rx.button("Change password", type="submit", size="3", width="100%",
-                              id="reset-submit"),
-                    spacing="4",
+            (
+                "form",
+                rx.form(
+                    rx.vstack(
+                        field(
+                            "New password",
+                            "password",
+                            "password",
+                            placeholder="8 to 128 characters",
+                            required=True,
+                            min_length=8,
+                            max_length=128,
+                            auto_complete="new-password",
+                        ),
+                        field(
+                            "Repeat it",
+                            "confirm",
+                            "password",
+                            required=True,
+                            auto_complete="new-password",
+                        ),
+                        rx.button(
+                            "Change password",
+                            type="submit",
+                            size="3",
+                            width="100%",
+                            id="reset-submit",
+                        ),
+                        spacing="4",
+                        width="100%",
+                    ),
+                    on_submit=ResetState.submit,
+                    reset_on_submit=False,
                     width="100%",
                 ),
-                on_submit=ResetState.submit,
-                reset_on_submit=False,
-                width="100%",
-            )),
-            ("done", rx.vstack(
-                rx.callout(ResetState.reset_message, icon="circle_check", color_scheme="green",
-                           width="100%", id="reset-done"),
-                rx.link(rx.button("Log in", size="3", width="100%"), href=routes.LOGIN, width="100%"),
-                width="100%", spacing="4",
-            )),
-            ("error", rx.link(rx.button("Ask for a new link", size="3", width="100%",
-                                        variant="soft"), href=routes.FORGOT, width="100%")),
+            ),
+            (
+                "done",
+                rx.vstack(
+                    rx.callout(
+                        ResetState.reset_message,
+                        icon="circle_check",
+                        color_scheme="green",
+                        width="100%",
+                        id="reset-done",
+                    ),
+                    rx.link(
+                        rx.button("Log in", size="3", width="100%"), href=routes.LOGIN, width="100%"
+                    ),
+                    width="100%",
+                    spacing="4",
+                ),
+            ),
+            (
+                "error",
+                rx.link(
+                    rx.button("Ask for a new link", size="3", width="100%", variant="soft"),
+                    href=routes.FORGOT,
+                    width="100%",
+                ),
+            ),
             rx.hstack(rx.spinner(), rx.text("Checking your link…"), align="center"),
         ),
     )
