@@ -18,6 +18,8 @@ from vgen_app.ui.auth import (
 )
 from vgen_app.ui.dashboard import dashboard_page
 from vgen_app.ui.session import SessionState
+from vgen_app.ui.tokens import tokens_page
+from vgen_app.worker import housekeeping
 
 app = rx.App(
     api_transformer=create_api(),
@@ -41,3 +43,8 @@ app.add_page(
 app.add_page(
     reset_page, route=routes.RESET, title="Reset password · vgen", on_load=ResetState.on_load
 )
+app.add_page(
+    tokens_page, route=routes.TOKENS, title="Tokens · vgen", on_load=SessionState.require_login
+)
+
+app.register_lifespan_task(housekeeping)
