@@ -20,6 +20,6 @@ async def housekeeping() -> None:
             removed = await run_db(ratelimit.prune)
             if removed:
                 log.info("pruned %d old auth events", removed)
-        except Exception:  # noqa: BLE001 - a failed round is retried next round
+        except Exception:
             log.exception("housekeeping failed")
         await asyncio.sleep(HOUSEKEEPING_EVERY_SECONDS)
