@@ -103,3 +103,9 @@ def _fresh_clock_and_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     yield
     clock.reset()
     reset_settings()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Fast tests first; real-browser journeys last (Playwright's sync API holds an event loop on
+    the main thread while it runs, which would break the asyncio-based tests after it)."""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)

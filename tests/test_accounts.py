@@ -214,6 +214,7 @@ def test_login_of_new_account_is_refused_and_sends_fresh_activation_link(db: Ses
     with pytest.raises(UnverifiedLogin) as again:
         accounts.login(db, "ann@example.com", PW)
     assert again.value.mails == []
+    assert "a moment ago" in again.value.message  # no false claim of a new mail
     accounts.activate(db, fresh)
     assert login_session(db, "ann@example.com")
 

@@ -300,3 +300,12 @@ def test_verify_and_reset_pages(database_url: str) -> None:
     bogus = _state(ResetState, "/reset?token=bogus")
     asyncio.run(_collect(bogus.on_load()))
     assert bogus.reset_status == "error" and "invalid, expired or already used" in bogus.reset_error
+
+
+def test_check_email_page_never_echoes_arbitrary_text() -> None:
+    from vgen_app.ui.auth import CheckEmailState
+
+    ok = _state(CheckEmailState, "/check-email?email=Ann%40Example.com")
+    assert ok.check_email_address == "ann@example.com"
+    spoof = _state(CheckEmailState, "/check-email?email=Send+us+your+password")
+    assert spoof.check_email_address == "your e-mail address"

@@ -38,7 +38,9 @@ class Mail:
     text: str
 
     def link(self, path: str) -> str:
-        m = re.search(rf"https?://[^\s\"'<>]+{re.escape(path)}\?token=[A-Za-z0-9_\-.~%]+", self.text)
+        m = re.search(
+            rf"https?://[^\s\"'<>]+{re.escape(path)}\?token=[A-Za-z0-9_\-.~%]+", self.text
+        )
         assert m, f"no {path} link in {self.path.name}:\n{self.text}"
         return m.group(0)
 

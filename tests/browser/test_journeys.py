@@ -73,7 +73,7 @@ def test_signup_verify_login_logout(app_server, new_context, shots):
     # The right password before activation is refused, and a fresh activation mail goes out.
     _submit_login(page, email, password)
     alert = page.get_by_role("alert")
-    expect(alert).to_contain_text(re.compile(r"verify your e-mail", re.I))
+    expect(alert).to_contain_text(re.compile(r"verify your e-mail", re.IGNORECASE))
     expect(page).to_have_url(_path_is(app_server.url, "/login"))
     shots(page, "login-unverified")
     mails = wait_for_mails(app_server.outbox, email, "activation", 2)

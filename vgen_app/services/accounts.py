@@ -352,11 +352,17 @@ class UnverifiedLogin(AccountError):
     """Right password, e-mail not verified yet: a fresh activation link goes out (at most 1/min)."""
 
     def __init__(self, mails: list[Mail]) -> None:
-        super().__init__(
-            "unverified",
-            "Verify your e-mail address first. We have sent you a new activation link"
-            " (it may take a minute to arrive; check the spam folder too).",
-        )
+        if mails:
+            message = (
+                "Verify your e-mail address first. We have sent you a new activation link"
+                " (it may take a minute to arrive; check the spam folder too)."
+            )
+        else:
+            message = (
+                "Verify your e-mail address first. We sent you an activation link a moment ago:"
+                " check your inbox and the spam folder."
+            )
+        super().__init__("unverified", message)
         self.mails = mails
 
 

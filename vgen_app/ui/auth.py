@@ -160,48 +160,115 @@ class ResetState(SessionState):
 # --- pages -------------------------------------------------------------------------------------
 
 
+class CheckEmailState(SessionState):
+    @rx.var
+    def check_email_address(self) -> str:
+        raw = self.router.url.query_parameters.get("email", "")
+        try:
+            return accounts.normalize_email(raw)
+        except accounts.AccountError:  # never echo arbitrary text from the URL
+            return "your e-mail address"
+
+
 def _footer_link(text: str, link_text: str, href: str) -> rx.Component:
-    return rx.text(text, " ", rx.link(link_text, href=href), size="2", color_scheme="gray")
+    return rx.text(
+        text,
+        " ",
+        rx.link(link_text, href=href, color_scheme="indigo"),
+        size="2",
+        color_scheme="gray",
+    )
+
+
+def _form(
+    on_submit: rx.EventHandler,
+    button: str,
+    button_id: str,
+    *fields: rx.Component,
+    busy: rx.Var | bool = False,
+) -> rx.Component:
+    """A form whose button works only once the page is live: before hydration a native submit
+    would put the password in the URL, so the form posts (never GETs) and the button waits."""
+    return rx.form(
+        rx.vstack(
+            *fields,
+            rx.button(
+                button,
+                type="submit",
+                size="3",
+                width="100%",
+                loading=busy,
+                disabled=~SessionState.is_hydrated,
+                id=button_id,
+            ),
+            spacing="4",
+            width="100%",
+        ),
+        on_submit=on_submit,
+        reset_on_submit=False,
+        method="post",
+        width="100%",
+    )
+
+
+def _email_field() -> rx.Component:
+    return field(
+        "E-mail",
+        "email",
+        "email",
+        placeholder="you@example.com",
+        required=True,
+        auto_complete="email",
+    )
+
+
+def _new_password_field(label: str = "Password") -> rx.Component:
+    return field(
+        label,
+        "password",
+        "password",
+        placeholder="8 to 128 characters",
+        required=True,
+        min_length=8,
+        max_length=128,
+        auto_complete="new-password",
+    )
+
+
+def _done(message: rx.Var, id_: str, button: str, href: str, ok: bool = True) -> rx.Component:
+    return rx.vstack(
+        rx.callout(
+            message,
+            icon="circle_check" if ok else "triangle_alert",
+            color_scheme="green" if ok else "red",
+            width="100%",
+            id=id_,
+        ),
+        rx.link(
+            rx.button(button, size="3", width="100%", variant="solid" if ok else "soft"),
+            href=href,
+            width="100%",
+        ),
+        width="100%",
+        spacing="4",
+    )
+
+
+def _checking() -> rx.Component:
+    return rx.hstack(rx.spinner(), rx.text("Checking your link…"), align="center")
 
 
 def signup_page() -> rx.Component:
     return auth_card(
         "Create your account",
         error_callout(SignupState.signup_error),
-        rx.form(
-            rx.vstack(
-                field(
-                    "E-mail",
-                    "email",
-                    "email",
-                    placeholder="you@example.com",
-                    required=True,
-                    auto_complete="email",
-                ),
-                field(
-                    "Password",
-                    "password",
-                    "password",
-                    placeholder="8 to 128 characters",
-                    required=True,
-                    min_length=8,
-                    max_length=128,
-                    auto_complete="new-password",
-                ),
-                rx.button(
-                    "Sign up",
-                    type="submit",
-                    size="3",
-                    width="100%",
-                    loading=SignupState.signup_busy,
-                    id="signup-submit",
-                ),
-                spacing="4",
-                width="100%",
-            ),
-            on_submit=SignupState.submit,
-            reset_on_submit=False,
-            width="100%",
+        _form(
+            SignupState.submit,
+            "Sign up",
+            "signup-submit",
+            _email_field(),
+            _new_password_field(),
+            busy=SignupState.signup_busy,
         ),
         _footer_link("Already have an account?", "Log in", routes.LOGIN),
         subtitle="Make AI videos from your own material. Pay only for what you generate.",
@@ -213,37 +280,15 @@ def login_page() -> rx.Component:
         "Log in",
         info_callout(LoginState.login_notice),
         error_callout(LoginState.login_error),
-        rx.form(
-            rx.vstack(
-                field(
-                    "E-mail",
-                    "email",
-                    "email",
-                    placeholder="you@example.com",
-                    required=True,
-                    auto_complete="email",
-                ),
-                field(
-                    "Password",
-                    "password",
-                    "password",
-                    required=True,
-                    auto_complete="current-password",
-                ),
-                rx.button(
-                    "Log in",
-                    type="submit",
-                    size="3",
-                    width="100%",
-                    loading=LoginState.login_busy,
-                    id="login-submit",
-                ),
-                spacing="4",
-                width="100%",
+        _form(
+            LoginState.submit,
+            "Log in",
+            "login-submit",
+            _email_field(),
+            field(
+                "Password", "password", "password", required=True, auto_complete="current-password"
             ),
-            on_submit=LoginState.submit,
-            reset_on_submit=False,
-            width="100%",
+            busy=LoginState.login_busy,
         ),
         rx.hstack(
             rx.link("Forgot password?", href=routes.FORGOT, size="2"),
@@ -252,12 +297,6 @@ def login_page() -> rx.Component:
             width="100%",
         ),
     )
-
-
-class CheckEmailState(SessionState):
-    @rx.var
-    def check_email_address(self) -> str:
-        return self.router.url.query_parameters.get("email", "your e-mail address")
 
 
 def check_email_page() -> rx.Component:
@@ -292,43 +331,18 @@ def verify_page() -> rx.Component:
         "Activate your account",
         rx.match(
             VerifyState.verify_status,
-            (
-                "ok",
-                rx.vstack(
-                    rx.callout(
-                        VerifyState.verify_message,
-                        icon="circle_check",
-                        color_scheme="green",
-                        width="100%",
-                        id="verify-ok",
-                    ),
-                    rx.link(
-                        rx.button("Log in", size="3", width="100%"), href=routes.LOGIN, width="100%"
-                    ),
-                    width="100%",
-                    spacing="4",
-                ),
-            ),
+            ("ok", _done(VerifyState.verify_message, "verify-ok", "Log in", routes.LOGIN)),
             (
                 "error",
-                rx.vstack(
-                    rx.callout(
-                        VerifyState.verify_message,
-                        icon="triangle_alert",
-                        color_scheme="red",
-                        width="100%",
-                        id="verify-error",
-                    ),
-                    rx.link(
-                        rx.button("Go to log in", size="3", width="100%", variant="soft"),
-                        href=routes.LOGIN,
-                        width="100%",
-                    ),
-                    width="100%",
-                    spacing="4",
+                _done(
+                    VerifyState.verify_message,
+                    "verify-error",
+                    "Go to log in",
+                    routes.LOGIN,
+                    ok=False,
                 ),
             ),
-            rx.hstack(rx.spinner(), rx.text("Checking your link…"), align="center"),
+            _checking(),
         ),
     )
 
@@ -346,30 +360,7 @@ def forgot_page() -> rx.Component:
                 width="100%",
                 id="forgot-done",
             ),
-            rx.form(
-                rx.vstack(
-                    field(
-                        "E-mail",
-                        "email",
-                        "email",
-                        placeholder="you@example.com",
-                        required=True,
-                        auto_complete="email",
-                    ),
-                    rx.button(
-                        "Send me a reset link",
-                        type="submit",
-                        size="3",
-                        width="100%",
-                        id="forgot-submit",
-                    ),
-                    spacing="4",
-                    width="100%",
-                ),
-                on_submit=ForgotState.submit,
-                reset_on_submit=False,
-                width="100%",
-            ),
+            _form(ForgotState.submit, "Send me a reset link", "forgot-submit", _email_field()),
         ),
         _footer_link("Remembered it?", "Log in", routes.LOGIN),
         subtitle="Enter your e-mail and we will send you a link to choose a new password.",
@@ -384,57 +375,21 @@ def reset_page() -> rx.Component:
             ResetState.reset_status,
             (
                 "form",
-                rx.form(
-                    rx.vstack(
-                        field(
-                            "New password",
-                            "password",
-                            "password",
-                            placeholder="8 to 128 characters",
-                            required=True,
-                            min_length=8,
-                            max_length=128,
-                            auto_complete="new-password",
-                        ),
-                        field(
-                            "Repeat it",
-                            "confirm",
-                            "password",
-                            required=True,
-                            auto_complete="new-password",
-                        ),
-                        rx.button(
-                            "Change password",
-                            type="submit",
-                            size="3",
-                            width="100%",
-                            id="reset-submit",
-                        ),
-                        spacing="4",
-                        width="100%",
+                _form(
+                    ResetState.submit,
+                    "Change password",
+                    "reset-submit",
+                    _new_password_field("New password"),
+                    field(
+                        "Repeat it",
+                        "confirm",
+                        "password",
+                        required=True,
+                        auto_complete="new-password",
                     ),
-                    on_submit=ResetState.submit,
-                    reset_on_submit=False,
-                    width="100%",
                 ),
             ),
-            (
-                "done",
-                rx.vstack(
-                    rx.callout(
-                        ResetState.reset_message,
-                        icon="circle_check",
-                        color_scheme="green",
-                        width="100%",
-                        id="reset-done",
-                    ),
-                    rx.link(
-                        rx.button("Log in", size="3", width="100%"), href=routes.LOGIN, width="100%"
-                    ),
-                    width="100%",
-                    spacing="4",
-                ),
-            ),
+            ("done", _done(ResetState.reset_message, "reset-done", "Log in", routes.LOGIN)),
             (
                 "error",
                 rx.link(
@@ -443,6 +398,8 @@ def reset_page() -> rx.Component:
                     width="100%",
                 ),
             ),
-            rx.hstack(rx.spinner(), rx.text("Checking your link…"), align="center"),
+            _checking(),
         ),
+        _footer_link("Changed your mind?", "Back to log in", routes.LOGIN),
+        subtitle="Changing it logs you out on every device.",
     )

@@ -15,7 +15,7 @@ def dashboard_page() -> rx.Component:
             rx.card(
                 rx.vstack(
                     rx.icon("film", size=36, color="var(--gray-9)"),
-                    rx.heading("No tasks yet", size="4"),
+                    rx.heading("No tasks yet", size="4", as_="h2"),
                     rx.text(
                         "Lip sync, face swap and talking photos are coming here soon.",
                         color_scheme="gray",
