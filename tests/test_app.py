@@ -84,7 +84,7 @@ def test_ticket_sets_httponly_session_cookie_and_redirects(client: TestClient) -
     response = client.get(
         f"/api/auth/session?ticket={ticket}&next=%2Ftokens", follow_redirects=False
     )
-    assert response.status_code == 303 and response.headers["location"] == "/tokens"
+    assert response.status_code == 303 and response.headers["location"] == f"{ORIGIN}/tokens"
     raw = response.headers["set-cookie"]
     morsel = _set_cookie(response)["vgen_session"]
     assert "HttpOnly" in raw and "SameSite=lax" in raw and "Path=/" in raw
@@ -92,7 +92,7 @@ def test_ticket_sets_httponly_session_cookie_and_redirects(client: TestClient) -
     assert with_db(sessions.validate, morsel.value).email == "ann@example.com"
     # The ticket is single use.
     again = client.get(f"/api/auth/session?ticket={ticket}", follow_redirects=False)
-    assert again.headers["location"] == "/login?expired=1"
+    assert again.headers["location"] == f"{ORIGIN}/login?expired=1"
     assert "set-cookie" not in again.headers
 
 
@@ -101,7 +101,7 @@ def test_session_route_never_redirects_off_site(client: TestClient, target: str)
     response = client.get(
         "/api/auth/session", params={"ticket": _ticket(), "next": target}, follow_redirects=False
     )
-    assert response.status_code == 303 and response.headers["location"] == "/"
+    assert response.status_code == 303 and response.headers["location"] == f"{ORIGIN}/"
 
 
 def test_session_route_refuses_cross_site_navigation(client: TestClient) -> None:
@@ -111,7 +111,7 @@ def test_session_route_refuses_cross_site_navigation(client: TestClient) -> None
         headers={"Sec-Fetch-Site": "cross-site"},
         follow_redirects=False,
     )
-    assert response.headers["location"] == "/login" and "set-cookie" not in response.headers
+    assert response.headers["location"] == f"{ORIGIN}/login" and "set-cookie" not in response.headers
 
 
 def test_login_row_records_ip_and_geo_only_from_trusted_proxy(

@@ -133,6 +133,8 @@ def app_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningApp]
         # The journeys count activation mails: no "one link mail per minute" throttle here.
         MAIL_LINK_INTERVAL_SECONDS="0",
         PYTHONUNBUFFERED="1",
+        # Its own frontend build folder: a developer's running `make run`/`make dev` keeps its .web.
+        REFLEX_WEB_WORKDIR=str(ROOT / ".web-test"),
     )
 
     log_file = open(log_path, "wb")  # noqa: SIM115 - closed at teardown

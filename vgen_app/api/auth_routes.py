@@ -12,25 +12,31 @@ from vgen_app.api.cookies import (
     set_session_cookie,
     token_from_cookie_header,
 )
+from vgen_app.config import get_settings
 from vgen_app.db import run_db
 from vgen_app.services import accounts, clientinfo, sessions
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
 
+def _app(path: str) -> str:
+    """Absolute, into the app's pages (under `make dev` the API answers on another port)."""
+    return f"{get_settings().app_url}{path}"
+
+
 @router.get("/session", include_in_schema=False)
 async def redeem_ticket(request: Request, ticket: str = "", next: str = "/") -> Response:
     # A ticket only comes from our own login page: refuse cross-site navigations (login CSRF).
-    if request.headers.get("sec-fetch-site", "same-origin") not in {"same-origin", "none"}:
-        return RedirectResponse("/login", status_code=303)
+    if request.headers.get("sec-fetch-site", "same-origin") == "cross-site":
+        return RedirectResponse(_app("/login"), status_code=303)
     client = clientinfo.from_request(
         request.headers, request.client.host if request.client else None
     )
     try:
         token, _user = await run_db(accounts.redeem_login_ticket, ticket, client)
     except accounts.AccountError:
-        return RedirectResponse("/login?expired=1", status_code=303)
-    response = RedirectResponse(safe_next(next), status_code=303)
+        return RedirectResponse(_app("/login?expired=1"), status_code=303)
+    response = RedirectResponse(_app(safe_next(next)), status_code=303)
     response.headers["Cache-Control"] = "no-store"
     set_session_cookie(response, token)
     return response

@@ -80,7 +80,7 @@ class LoginState(SessionState):
             self.login_busy = False
             return
         next_path = safe_next(self.router.url.query_parameters.get("next"))
-        target = f"{routes.SESSION_ROUTE}?ticket={result.ticket}&next={quote(next_path, safe='')}"
+        target = f"{routes.api(routes.SESSION_ROUTE)}?ticket={result.ticket}&next={quote(next_path, safe='')}"
         # A full page load: the new socket's handshake carries the HttpOnly cookie the route sets.
         yield rx.call_script(f"window.location.assign({json.dumps(target)})")
 

@@ -12,3 +12,11 @@ TOKENS = "/tokens"
 
 SESSION_ROUTE = "/api/auth/session"
 LOGOUT_ROUTE = "/api/auth/logout"
+
+
+def api(path: str) -> str:
+    """Absolute URL of a backend route: the app's own origin in production (one port), the
+    backend port under `make dev`."""
+    from reflex_base.config import get_config
+
+    return f"{get_config().api_url.rstrip('/')}{path}"

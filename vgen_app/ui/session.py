@@ -59,6 +59,7 @@ class SessionState(rx.State):
         self.user_email, self.balance, self.authenticated = "", 0, False
         # The cookie is HttpOnly: only the server can clear it. Then a full load opens a new socket.
         return rx.call_script(
-            f"fetch({json.dumps(routes.LOGOUT_ROUTE)}, {{method: 'POST', credentials: 'same-origin'}})"
+            f"fetch({json.dumps(routes.api(routes.LOGOUT_ROUTE))}, "
+            "{method: 'POST', credentials: 'include'})"
             f".finally(() => window.location.assign({json.dumps(routes.LOGIN)}))"
         )
