@@ -2,10 +2,10 @@
 
 from logging.config import fileConfig
 
+from alembic import context
 from sqlmodel import SQLModel
 
 import vgen_app.models  # noqa: F401  (registers the tables)
-from alembic import context
 from vgen_app.db import get_engine, make_engine
 
 config = context.config

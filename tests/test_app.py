@@ -111,7 +111,9 @@ def test_session_route_refuses_cross_site_navigation(client: TestClient) -> None
         headers={"Sec-Fetch-Site": "cross-site"},
         follow_redirects=False,
     )
-    assert response.headers["location"] == f"{ORIGIN}/login" and "set-cookie" not in response.headers
+    assert (
+        response.headers["location"] == f"{ORIGIN}/login" and "set-cookie" not in response.headers
+    )
 
 
 def test_login_row_records_ip_and_geo_only_from_trusted_proxy(

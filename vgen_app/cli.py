@@ -11,9 +11,8 @@ from vgen_app.config import ROOT, get_settings
 
 def migrate(database_url: str | None = None, revision: str = "head") -> None:
     """Apply the Alembic migrations (to DATABASE_URL unless a URL is given)."""
-    from alembic.config import Config
-
     from alembic import command
+    from alembic.config import Config
 
     cfg = Config(str(ROOT / "alembic.ini"))
     cfg.set_main_option("script_location", str(ROOT / "alembic"))
