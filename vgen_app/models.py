@@ -13,6 +13,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Index,
+    BigInteger,
     Integer,
     String,
     TypeDecorator,
@@ -72,7 +73,9 @@ class User(SQLModel, table=True):
     email: str = Field(sa_column=Column(String(320), nullable=False, unique=True))
     password_hash: str = Field(max_length=100)
     status: str = Field(default=UserStatus.NEW.value, max_length=16)
-    balance: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    balance: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, server_default="0")
+    )
     # utm_* parameters the visitor arrived with (campaign attribution).
     signup_utm: dict[str, str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     created_at: datetime = Field(
@@ -155,3 +158,66 @@ class AnalyticsOutbox(SQLModel, table=True):
     )
     attempts: int = Field(default=0)
     last_error: str | None = Field(default=None)
+
+
+class LedgerAction(StrEnum):
+    TOPUP = "topup"
+    USED = "used"
+    REFUND = "refund"
+    MANUAL = "manual"
+
+
+class LedgerEntry(SQLModel, table=True):
+    """Every balance change, and every attempted one (outcome `rejected`, old = new balance)."""
+
+    __tablename__ = "ledger_entries"
+    __table_args__ = (Index("ix_ledger_entries_user_id_id", "user_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: str = Field(foreign_key="users.id", max_length=32)
+    email: str = Field(max_length=320)
+    action: str = Field(max_length=16)
+    diff: int = Field(sa_column=Column(BigInteger, nullable=False))
+    old_balance: int = Field(sa_column=Column(BigInteger, nullable=False))
+    new_balance: int = Field(sa_column=Column(BigInteger, nullable=False))
+    outcome: str = Field(max_length=16)  # applied | rejected
+    reference: str | None = Field(default=None, max_length=255)
+    note: str | None = Field(default=None, max_length=500)
+    created_at: datetime = Field(
+        default_factory=clock.now, sa_column=Column(UTCDateTime(), nullable=False)
+    )
+
+
+class CheckoutSession(SQLModel, table=True):
+    """A checkout we started (Stripe Checkout Session or the built-in test checkout)."""
+
+    __tablename__ = "checkout_sessions"
+
+    id: str = Field(primary_key=True, max_length=255)
+    user_id: str = Field(foreign_key="users.id", max_length=32, index=True)
+    provider: str = Field(max_length=16)  # stripe | test
+    package_id: str = Field(max_length=32)
+    tokens: int = Field(sa_column=Column(BigInteger, nullable=False))
+    amount_cents: int
+    currency: str = Field(max_length=8)
+    status: str = Field(default="open", max_length=16)  # open | paid
+    url: str = Field(max_length=2000)
+    created_at: datetime = Field(
+        default_factory=clock.now, sa_column=Column(UTCDateTime(), nullable=False)
+    )
+    paid_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+
+
+class PaymentCredit(SQLModel, table=True):
+    """One row per credited Checkout Session: its primary key is what makes crediting exactly-once."""
+
+    __tablename__ = "payment_credits"
+
+    checkout_session_id: str = Field(primary_key=True, max_length=255)
+    event_id: str = Field(max_length=255)
+    user_id: str = Field(foreign_key="users.id", max_length=32)
+    tokens: int = Field(sa_column=Column(BigInteger, nullable=False))
+    ledger_entry_id: int | None = Field(default=None, foreign_key="ledger_entries.id")
+    created_at: datetime = Field(
+        default_factory=clock.now, sa_column=Column(UTCDateTime(), nullable=False)
+    )

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from vgen_app.api import auth_routes
+from vgen_app.api import auth_routes, webhooks
+from vgen_app.api.internal import create_internal_api
 
 
 def create_api() -> FastAPI:
     # No /docs, /redoc or /openapi.json at the root: those paths belong to the app's pages.
     api = FastAPI(title="vgen", docs_url=None, redoc_url=None, openapi_url=None)
     api.include_router(auth_routes.router)
+    api.include_router(webhooks.router)
+    # The admin API has its own OpenAPI schema, served under /api/internal/.
+    api.mount("/api/internal", create_internal_api())
     return api

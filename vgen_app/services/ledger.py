@@ -1,0 +1,183 @@
+"""The ledger: the one place balances change.
+
+A change is one conditional statement (`balance = balance + diff WHERE balance + diff >= 0`), never a
+read-modify-write, with its ledger row and its `balance_changes` analytics row in the same
+transaction. A refused change alters nothing but is recorded too (outcome `rejected`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import func, update
+from sqlmodel import Session, col, select
+
+from vgen_app import clock
+from vgen_app.models import LedgerAction, LedgerEntry, User
+from vgen_app.services import outbox
+
+APPLIED = "applied"
+REJECTED = "rejected"
+MAX_ABS_DIFF = 10**12
+
+
+class UnknownUser(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class BalanceChange:
+    applied: bool
+    user_id: str
+    email: str
+    action: str
+    diff: int
+    old_balance: int
+    new_balance: int
+    entry_id: int
+    reference: str | None
+
+
+def apply_change(
+    db: Session,
+    user_id: str,
+    diff: int,
+    action: LedgerAction | str,
+    reference: str | None = None,
+    note: str | None = None,
+) -> BalanceChange:
+    """Change a balance inside the caller's transaction (the caller commits)."""
+    action = LedgerAction(action).value
+    if isinstance(diff, bool) or not isinstance(diff, int) or diff == 0:
+        raise ValueError("diff must be a non-zero integer")
+    if abs(diff) > MAX_ABS_DIFF:
+        raise ValueError("diff is too large")
+    row = db.exec(
+        update(User)
+        .where(col(User.id) == user_id, col(User.balance) + diff >= 0)
+        .values(balance=col(User.balance) + diff)
+        .returning(col(User.balance), col(User.email))
+    ).first()
+    if row is not None:
+        new_balance, email = int(row[0]), row[1]
+        old_balance, outcome = new_balance - diff, APPLIED
+    else:
+        current = db.exec(select(User.balance, User.email).where(User.id == user_id)).first()
+        if current is None:
+            raise UnknownUser(user_id)
+        old_balance = new_balance = int(current[0])
+        email, outcome = current[1], REJECTED
+    now = clock.now()
+    entry = LedgerEntry(
+        user_id=user_id,
+        email=email,
+        action=action,
+        diff=diff,
+        old_balance=old_balance,
+        new_balance=new_balance,
+        outcome=outcome,
+        reference=reference,
+        note=note,
+        created_at=now,
+    )
+    db.add(entry)
+    db.flush()
+    outbox.record(
+        db,
+        outbox.BALANCE_CHANGES,
+        {
+            "userid": user_id,
+            "email": email,
+            "action": action,
+            "diff": diff,
+            "old_balance": old_balance,
+            "new_balance": new_balance,
+            "outcome": outcome,
+            "reference": reference,
+            "ledger_entry_id": entry.id,
+        },
+    )
+    assert entry.id is not None
+    return BalanceChange(
+        outcome == APPLIED, user_id, email, action, diff, old_balance, new_balance, entry.id, reference
+    )
+
+
+def change_balance(
+    db: Session,
+    user_id: str,
+    diff: int,
+    action: LedgerAction | str,
+    reference: str | None = None,
+    note: str | None = None,
+) -> BalanceChange:
+    """Change a balance in its own transaction; a refused change is committed as a record too."""
+    try:
+        change = apply_change(db, user_id, diff, action, reference, note)
+    except Exception:
+        db.rollback()
+        raise
+    db.commit()
+    return change
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    entries: list[LedgerEntry]
+    page: int
+    pages: int
+    total: int
+
+
+def history(db: Session, user_id: str, page: int = 1, per_page: int = 20) -> HistoryPage:
+    """Applied changes, newest first, paginated."""
+    base = select(LedgerEntry).where(LedgerEntry.user_id == user_id, LedgerEntry.outcome == APPLIED)
+    total = int(
+        db.exec(
+            select(func.count())
+            .select_from(LedgerEntry)
+            .where(LedgerEntry.user_id == user_id, LedgerEntry.outcome == APPLIED)
+        ).one()
+    )
+    pages = max(1, -(-total // per_page))
+    page = min(max(1, page), pages)
+    entries = list(
+        db.exec(
+            base.order_by(col(LedgerEntry.id).desc()).offset((page - 1) * per_page).limit(per_page)
+        )
+    )
+    db.rollback()
+    return HistoryPage(entries, page, pages, total)
+
+
+def balance_series(db: Session, user_id: str, limit: int = 500) -> list[tuple[str, int]]:
+    """(ISO time, balance after) of the latest applied changes, oldest first: the chart's points."""
+    rows = db.exec(
+        select(LedgerEntry.created_at, LedgerEntry.new_balance)
+        .where(LedgerEntry.user_id == user_id, LedgerEntry.outcome == APPLIED)
+        .order_by(col(LedgerEntry.id).desc())
+        .limit(limit)
+    ).all()
+    db.rollback()
+    return [(at.isoformat(), int(balance)) for at, balance in reversed(rows)]
+
+
+def balance_of(db: Session, user_id: str) -> int:
+    balance = db.exec(select(User.balance).where(User.id == user_id)).first()
+    db.rollback()
+    if balance is None:
+        raise UnknownUser(user_id)
+    return int(balance)
+
+
+def ledger_sum(db: Session, user_id: str) -> int:
+    total = db.exec(
+        select(func.coalesce(func.sum(LedgerEntry.diff), 0)).where(
+            LedgerEntry.user_id == user_id, LedgerEntry.outcome == APPLIED
+        )
+    ).one()
+    db.rollback()
+    return int(total)
