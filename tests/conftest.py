@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,9 @@ os.environ.setdefault("DATABASE_URL", f"sqlite:///{_TMP / 'app.db'}")
 os.environ["MAIL_OUTBOX_DIR"] = str(_TMP / "outbox")
 os.environ["BCRYPT_ROUNDS"] = "4"
 os.environ.setdefault("REFLEX_STATE_MANAGER_MODE", "memory")
+# In-process app tests build no frontend (.web is left alone); node 24 of the venv comes first.
+os.environ["REFLEX_SKIP_COMPILE"] = "1"
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
 for _var in ("RESEND_API_KEY", "ADMIN_TOKEN", "STRIPE_SECRET_KEY", "TRUSTED_PROXY_HOPS"):
     os.environ.pop(_var, None)
 
@@ -39,6 +43,14 @@ def _pg_available() -> bool:
             return True
     except psycopg.Error:
         return False
+
+
+@pytest.fixture(scope="session")
+def asgi_app() -> object:
+    """The whole Reflex app (with its FastAPI sub-app) as an ASGI app, for Starlette's TestClient."""
+    from vgen_app.vgen_app import app
+
+    return app()
 
 
 @pytest.fixture(scope="session")

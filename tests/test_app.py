@@ -7,7 +7,6 @@ cookies. States are instantiated directly with a RouterData, as a socket would g
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Iterator
 from http.cookies import SimpleCookie
 from typing import Any
@@ -23,18 +22,8 @@ from vgen_app.db import session_scope, with_db
 from vgen_app.models import AnalyticsOutbox, User
 from vgen_app.services import accounts, sessions
 
-os.environ["REFLEX_SKIP_COMPILE"] = "1"  # no frontend build in-process; .web is left alone
-os.environ["PATH"] = f"{os.path.dirname(os.path.abspath(os.sys.executable))}:{os.environ['PATH']}"
-
 ORIGIN = "http://localhost:3000"
 PW = "correct horse"
-
-
-@pytest.fixture(scope="module")
-def asgi_app() -> Any:
-    from vgen_app.vgen_app import app
-
-    return app()
 
 
 @pytest.fixture

@@ -10,11 +10,24 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent.parent
 VAR_DIR = ROOT / "var"
+
+
+class TokenPackage(BaseModel):
+    id: str = Field(pattern=r"^[a-z0-9_-]{1,32}$")
+    tokens: int = Field(gt=0)
+    price_cents: int = Field(gt=0)
+    currency: str = "usd"
+
+    @property
+    def price_label(self) -> str:
+        amount = self.price_cents / 100
+        text = f"{amount:,.0f}" if self.price_cents % 100 == 0 else f"{amount:,.2f}"
+        return f"${text}" if self.currency == "usd" else f"{text} {self.currency.upper()}"
 
 
 class Settings(BaseSettings):
@@ -40,6 +53,15 @@ class Settings(BaseSettings):
 
     stripe_secret_key: str | None = None
     stripe_webhook_secret: str | None = None
+    stripe_api_base: str | None = None  # tests point the real client at a local fake
+    # Top-up packages (one-off payments; no subscriptions). JSON in the environment.
+    token_packages: list[TokenPackage] = Field(
+        default_factory=lambda: [
+            TokenPackage(id="10k", tokens=10_000, price_cents=1_000),
+            TokenPackage(id="30k", tokens=30_000, price_cents=2_500),
+            TokenPackage(id="70k", tokens=70_000, price_cents=5_000),
+        ]
+    )
 
     generation_api_url: str | None = None
     generation_api_key: str | None = None

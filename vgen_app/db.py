@@ -90,3 +90,9 @@ def with_db(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 async def run_db(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run `fn(session, *args)` in a worker thread: database work never blocks the event loop."""
     return await asyncio.to_thread(with_db, fn, *args, **kwargs)
+
+
+def end_read(session: Session) -> None:
+    """End a read-only transaction, keeping loaded objects usable (commit expires nothing here,
+    unlike rollback). On SQLite this also releases the lock before slow work (bcrypt, HTTP)."""
+    session.commit()

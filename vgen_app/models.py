@@ -9,12 +9,11 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     CheckConstraint,
     Column,
     DateTime,
     Index,
-    BigInteger,
-    Integer,
     String,
     TypeDecorator,
 )

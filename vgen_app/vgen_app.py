@@ -18,7 +18,14 @@ from vgen_app.ui.auth import (
 )
 from vgen_app.ui.dashboard import dashboard_page
 from vgen_app.ui.session import SessionState
-from vgen_app.ui.tokens import tokens_page
+from vgen_app.ui.tokens import (
+    PaymentSuccessState,
+    TestCheckoutState,
+    TokensState,
+    payment_success_page,
+    test_checkout_page,
+    tokens_page,
+)
 from vgen_app.worker import housekeeping
 
 app = rx.App(
@@ -43,8 +50,18 @@ app.add_page(
 app.add_page(
     reset_page, route=routes.RESET, title="Reset password · vgen", on_load=ResetState.on_load
 )
+app.add_page(tokens_page, route=routes.TOKENS, title="Tokens · vgen", on_load=TokensState.on_load)
 app.add_page(
-    tokens_page, route=routes.TOKENS, title="Tokens · vgen", on_load=SessionState.require_login
+    payment_success_page,
+    route=routes.TOKENS_SUCCESS,
+    title="Payment · vgen",
+    on_load=PaymentSuccessState.on_load,
+)
+app.add_page(
+    test_checkout_page,
+    route=routes.TEST_CHECKOUT,
+    title="Test checkout · vgen",
+    on_load=TestCheckoutState.on_load,
 )
 
 app.register_lifespan_task(housekeeping)

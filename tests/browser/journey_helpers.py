@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 
+from playwright.sync_api import Page, expect
+
 
 def unique_email() -> str:
     return f"journey-{secrets.token_hex(5)}@example.com"
@@ -75,3 +77,40 @@ def wait_for_mails(outbox: Path, to: str, kind: str, count: int, timeout: float 
                 f"outbox: {names}"
             )
         time.sleep(0.2)
+
+
+# --- steps shared by the journeys ---------------------------------------------------------------
+
+
+def path_is(app_url: str, path: str) -> re.Pattern[str]:
+    """The page URL is `path` (the prod server adds a trailing slash; query allowed)."""
+    return re.compile(re.escape(app_url + path.rstrip("/")) + r"/?(\?.*)?$")
+
+
+def submit_login(page: Page, email: str, password: str) -> None:
+    page.goto("/login")
+    wait_hydrated(page, "#login-submit")
+    page.fill("#email", email)
+    page.fill("#password", password)
+    page.click("#login-submit")
+
+
+def login_ok(page: Page, app_url: str, email: str, password: str) -> None:
+    submit_login(page, email, password)
+    expect(page).to_have_url(path_is(app_url, "/"))
+    expect(page.locator("#header-email")).to_have_text(email)
+
+
+def signup(page: Page, email: str, password: str) -> None:
+    page.goto("/signup")
+    wait_hydrated(page, "#signup-submit")
+    page.fill("#email", email)
+    page.fill("#password", password)
+    page.click("#signup-submit")
+    expect(page).to_have_url(re.compile(r"/check-email\?email="))
+
+
+def activate(page: Page, outbox, email: str) -> None:
+    link = wait_for_mails(outbox, email, "activation", 1)[-1].link("/verify")
+    page.goto(link)
+    expect(page.locator("#verify-ok")).to_be_visible()

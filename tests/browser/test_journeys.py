@@ -5,46 +5,21 @@ from __future__ import annotations
 import re
 
 import pytest
-from journey_helpers import unique_email, wait_for_mails, wait_hydrated
-from playwright.sync_api import Page, expect
+from journey_helpers import (
+    activate,
+    login_ok,
+    path_is,
+    signup,
+    submit_login,
+    unique_email,
+    wait_for_mails,
+    wait_hydrated,
+)
+from playwright.sync_api import expect
 
 pytestmark = pytest.mark.browser
 
 SESSION_COOKIE = "vgen_session"  # plain http here; `__Host-vgen_session` on https
-
-
-def _path_is(app_url: str, path: str) -> re.Pattern[str]:
-    """The page URL is `path` (the prod server adds a trailing slash; query allowed)."""
-    return re.compile(re.escape(app_url + path.rstrip("/")) + r"/?(\?.*)?$")
-
-
-def _submit_login(page: Page, email: str, password: str) -> None:
-    page.goto("/login")
-    wait_hydrated(page, "#login-submit")
-    page.fill("#email", email)
-    page.fill("#password", password)
-    page.click("#login-submit")
-
-
-def _login_ok(page: Page, app_url: str, email: str, password: str) -> None:
-    _submit_login(page, email, password)
-    expect(page).to_have_url(_path_is(app_url, "/"))
-    expect(page.locator("#header-email")).to_have_text(email)
-
-
-def _signup(page: Page, email: str, password: str) -> None:
-    page.goto("/signup")
-    wait_hydrated(page, "#signup-submit")
-    page.fill("#email", email)
-    page.fill("#password", password)
-    page.click("#signup-submit")
-    expect(page).to_have_url(re.compile(r"/check-email\?email="))
-
-
-def _activate(page: Page, outbox, email: str) -> None:
-    link = wait_for_mails(outbox, email, "activation", 1)[-1].link("/verify")
-    page.goto(link)
-    expect(page.locator("#verify-ok")).to_be_visible()
 
 
 def _session_cookies(context) -> list[dict]:
@@ -71,10 +46,10 @@ def test_signup_verify_login_logout(app_server, new_context, shots):
     assert len(wait_for_mails(app_server.outbox, email, "activation", 1)) == 1
 
     # The right password before activation is refused, and a fresh activation mail goes out.
-    _submit_login(page, email, password)
+    submit_login(page, email, password)
     alert = page.get_by_role("alert")
     expect(alert).to_contain_text(re.compile(r"verify your e-mail", re.IGNORECASE))
-    expect(page).to_have_url(_path_is(app_server.url, "/login"))
+    expect(page).to_have_url(path_is(app_server.url, "/login"))
     shots(page, "login-unverified")
     mails = wait_for_mails(app_server.outbox, email, "activation", 2)
     assert len(mails) == 2, [m.path.name for m in mails]
@@ -90,7 +65,7 @@ def test_signup_verify_login_logout(app_server, new_context, shots):
     shots(page, "verify-ok")
 
     # Log in: the app, with the address in the header.
-    _login_ok(page, app_server.url, email, password)
+    login_ok(page, app_server.url, email, password)
     expect(page.locator("#dashboard-email")).to_contain_text(email)
     shots(page, "dashboard")
 
@@ -104,11 +79,11 @@ def test_signup_verify_login_logout(app_server, new_context, shots):
     # A reload keeps the session.
     page.reload()
     expect(page.locator("#header-email")).to_have_text(email)
-    expect(page).to_have_url(_path_is(app_server.url, "/"))
+    expect(page).to_have_url(path_is(app_server.url, "/"))
 
     # Log out: back on /login, cookie cleared, and the app is closed again.
     page.click("#logout")
-    expect(page).to_have_url(_path_is(app_server.url, "/login"))
+    expect(page).to_have_url(path_is(app_server.url, "/login"))
     wait_hydrated(page, "#login-submit")
     assert not _session_cookies(page.context)
     shots(page, "logged-out")
@@ -120,12 +95,12 @@ def test_signup_verify_login_logout(app_server, new_context, shots):
 def test_forgot_reset_revokes_sessions(app_server, new_context, shots):
     email, old_password, new_password = unique_email(), "old password 1", "new password 2"
     page = new_context().new_page()
-    _signup(page, email, old_password)
-    _activate(page, app_server.outbox, email)
+    signup(page, email, old_password)
+    activate(page, app_server.outbox, email)
 
     # A second browser, logged in before the reset: its session must not survive it.
     other = new_context().new_page()
-    _login_ok(other, app_server.url, email, old_password)
+    login_ok(other, app_server.url, email, old_password)
 
     # Forgot password.
     page.goto("/forgot")
@@ -156,13 +131,13 @@ def test_forgot_reset_revokes_sessions(app_server, new_context, shots):
     expect(other.locator("#header-email")).to_have_count(0)
 
     # The old password is refused, the new one works.
-    _submit_login(page, email, old_password)
+    submit_login(page, email, old_password)
     expect(page.get_by_role("alert")).to_contain_text("Wrong e-mail or password")
-    expect(page).to_have_url(_path_is(app_server.url, "/login"))
+    expect(page).to_have_url(path_is(app_server.url, "/login"))
     assert not _session_cookies(page.context)
     shots(page, "login-old-password")
 
-    _login_ok(page, app_server.url, email, new_password)
+    login_ok(page, app_server.url, email, new_password)
     assert len(_session_cookies(page.context)) == 1
 
     # The used reset link does not work twice.

@@ -17,6 +17,7 @@ from sqlmodel import Session, col, select
 
 from vgen_app import clock
 from vgen_app.config import get_settings
+from vgen_app.db import end_read
 from vgen_app.models import LinkPurpose, OneTimeLink, User, UserStatus
 from vgen_app.services import emails, outbox, ratelimit, sessions
 from vgen_app.services.emails import Mail
@@ -208,7 +209,7 @@ def signup(
     ):
         db.rollback()
         raise AccountError("rate_limited", "Too many sign-ups from your network. Try again later.")
-    db.rollback()
+    end_read(db)
 
     password_hash = hash_password(password)  # outside any transaction
 
@@ -314,7 +315,7 @@ def login(db: Session, email: str, password: str, client: ClientInfo | None = No
             f"Too many failed attempts from your network. Try again in {_minutes(wait)}.",
         )
     user = _user_by_email(db, email)
-    db.rollback()  # no transaction (and no SQLite write lock) while bcrypt runs
+    end_read(db)  # no transaction (and no SQLite write lock) while bcrypt runs
 
     if user is None:
         burn_password_check(password)
@@ -444,7 +445,7 @@ def request_password_reset(db: Session, email: str, client: ClientInfo | None = 
 def check_reset_token(db: Session, token: str) -> bool:
     """Whether a reset link can still be used (to show the form or a clear error)."""
     ok = _find_valid_link(db, token, LinkPurpose.RESET) is not None
-    db.rollback()
+    end_read(db)
     return ok
 
 
@@ -456,7 +457,7 @@ def reset_password(db: Session, token: str, new_password: str) -> Result:
     if _find_valid_link(db, token, LinkPurpose.RESET) is None:
         db.rollback()
         raise AccountError("bad_link", BAD_RESET_LINK)
-    db.rollback()
+    end_read(db)
     password_hash = hash_password(new_password)  # outside any transaction
 
     link = _consume_link(db, token, LinkPurpose.RESET)

@@ -13,6 +13,7 @@ from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
 from vgen_app import clock
+from vgen_app.db import end_read
 from vgen_app.models import LedgerAction, LedgerEntry, User
 from vgen_app.services import outbox
 
@@ -99,7 +100,15 @@ def apply_change(
     )
     assert entry.id is not None
     return BalanceChange(
-        outcome == APPLIED, user_id, email, action, diff, old_balance, new_balance, entry.id, reference
+        outcome == APPLIED,
+        user_id,
+        email,
+        action,
+        diff,
+        old_balance,
+        new_balance,
+        entry.id,
+        reference,
     )
 
 
@@ -149,25 +158,34 @@ def history(db: Session, user_id: str, page: int = 1, per_page: int = 20) -> His
             base.order_by(col(LedgerEntry.id).desc()).offset((page - 1) * per_page).limit(per_page)
         )
     )
-    db.rollback()
+    end_read(db)
     return HistoryPage(entries, page, pages, total)
 
 
 def balance_series(db: Session, user_id: str, limit: int = 500) -> list[tuple[str, int]]:
-    """(ISO time, balance after) of the latest applied changes, oldest first: the chart's points."""
+    """(ISO time, balance) points of the latest applied changes, oldest first: the chart's line.
+
+    It starts with the balance before the oldest change shown, so even one change draws a step.
+    """
     rows = db.exec(
-        select(LedgerEntry.created_at, LedgerEntry.new_balance)
+        select(LedgerEntry.created_at, LedgerEntry.old_balance, LedgerEntry.new_balance)
         .where(LedgerEntry.user_id == user_id, LedgerEntry.outcome == APPLIED)
         .order_by(col(LedgerEntry.id).desc())
         .limit(limit)
     ).all()
-    db.rollback()
-    return [(at.isoformat(), int(balance)) for at, balance in reversed(rows)]
+    end_read(db)
+    if not rows:
+        return []
+    rows = list(reversed(rows))
+    first_at, first_old, _ = rows[0]
+    points = [(first_at.isoformat(), int(first_old))]
+    points += [(at.isoformat(), int(new)) for at, _, new in rows]
+    return points
 
 
 def balance_of(db: Session, user_id: str) -> int:
     balance = db.exec(select(User.balance).where(User.id == user_id)).first()
-    db.rollback()
+    end_read(db)
     if balance is None:
         raise UnknownUser(user_id)
     return int(balance)
@@ -179,5 +197,13 @@ def ledger_sum(db: Session, user_id: str) -> int:
             LedgerEntry.user_id == user_id, LedgerEntry.outcome == APPLIED
         )
     ).one()
-    db.rollback()
+    end_read(db)
     return int(total)
+
+
+ACTION_LABELS = {
+    LedgerAction.TOPUP.value: "Top-up",
+    LedgerAction.USED.value: "Task run",
+    LedgerAction.REFUND.value: "Refund",
+    LedgerAction.MANUAL.value: "Manual adjustment",
+}

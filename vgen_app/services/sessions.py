@@ -10,6 +10,7 @@ from sqlmodel import Session, col, select
 
 from vgen_app import clock
 from vgen_app.config import get_settings
+from vgen_app.db import end_read
 from vgen_app.models import User, UserSession, UserStatus
 from vgen_app.services.security import new_token, token_hash
 
@@ -60,11 +61,11 @@ def validate(db: Session, token: str | None) -> SessionUser | None:
         )
     ).first()
     if row is None:
-        db.rollback()
+        end_read(db)
         return None
     session, user = row
     if user.status != UserStatus.ACTIVATED:
-        db.rollback()
+        end_read(db)
         return None
     if now - session.last_seen_at > TOUCH_EVERY:
         db.exec(
@@ -72,7 +73,7 @@ def validate(db: Session, token: str | None) -> SessionUser | None:
         )
         db.commit()
     else:
-        db.rollback()
+        end_read(db)
     return SessionUser(user.id, user.email, user.balance, user.status)
 
 
@@ -108,5 +109,5 @@ def active_count(db: Session, user_id: str) -> int:
             col(UserSession.expires_at) > clock.now(),
         )
     ).all()
-    db.rollback()
+    end_read(db)
     return len(rows)

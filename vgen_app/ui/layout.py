@@ -85,7 +85,7 @@ def header() -> rx.Component:
             rx.spacer(),
             rx.badge(
                 rx.icon("coins", size=14),
-                rx.text(SessionState.balance, " tokens", id="header-balance"),
+                rx.text(SessionState.balance_label, " tokens", id="header-balance"),
                 size="2",
                 color_scheme="amber",
                 variant="soft",

@@ -9,6 +9,8 @@ FORGOT = "/forgot"
 RESET = "/reset"
 TASKS_NEW = "/tasks/new"
 TOKENS = "/tokens"
+TOKENS_SUCCESS = "/tokens/success"
+TEST_CHECKOUT = "/checkout/test"
 
 SESSION_ROUTE = "/api/auth/session"
 LOGOUT_ROUTE = "/api/auth/logout"

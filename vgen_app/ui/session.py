@@ -23,6 +23,10 @@ class SessionState(rx.State):
     balance: int = 0
     authenticated: bool = False
 
+    @rx.var
+    def balance_label(self) -> str:
+        return f"{self.balance:,}"
+
     def client_info(self) -> ClientInfo:
         headers = dict(self.router.headers.raw_headers)
         return clientinfo.from_request(headers, self.router.session.client_ip or None)
