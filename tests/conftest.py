@@ -54,8 +54,9 @@ def asgi_app() -> object:
 
 
 @pytest.fixture(scope="session")
-def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'vgen.db'}"
+def sqlite_url() -> str:
+    # Not under pytest's basetemp: a concurrent pytest run prunes old basetemps, files and all.
+    url = f"sqlite:///{_TMP / 'vgen.db'}"
     migrate(url)
     return url
 

@@ -381,7 +381,9 @@ def payment_success_page() -> rx.Component:
                                 id="payment-credited",
                             ),
                             rx.text(
-                                "Your balance: ", rx.text.strong(SessionState.balance_label), " tokens"
+                                "Your balance: ",
+                                rx.text.strong(SessionState.balance_label),
+                                " tokens",
                             ),
                             rx.link(rx.button("Back to tokens"), href=routes.TOKENS),
                             align="center",
