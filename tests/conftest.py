@@ -54,6 +54,20 @@ def asgi_app() -> object:
 
 
 @pytest.fixture(scope="session")
+def samples(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Small real media made with ffmpeg, once per test session."""
+    from tests.media_samples import make_audio, make_image, make_video
+
+    d = tmp_path_factory.mktemp("samples")
+    return {
+        "video": make_video(d / "clip.mp4", seconds=2),
+        "long_video": make_video(d / "long.mp4", seconds=4),
+        "audio": make_audio(d / "voice.m4a", seconds=3),
+        "image": make_image(d / "face.png"),
+    }
+
+
+@pytest.fixture(scope="session")
 def sqlite_url() -> str:
     # Not under pytest's basetemp: a concurrent pytest run prunes old basetemps, files and all.
     url = f"sqlite:///{_TMP / 'vgen.db'}"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import shutil
+from pathlib import Path
 
 from sqlmodel import Session
 
@@ -36,3 +38,21 @@ def login_session(db: Session, email: str, password: str = "correct horse") -> s
         db, result.ticket, accounts.ClientInfo(ip="10.0.0.1")
     )
     return token
+
+
+def spool(src: Path, name: str | None = None) -> tuple[Path, int]:
+    """A copy of `src` where the upload handler would have spooled it."""
+    from vgen_app.config import get_settings
+
+    folder = get_settings().upload_tmp_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    dest = folder / f"{name or src.name}.part"
+    shutil.copyfile(src, dest)
+    return dest, dest.stat().st_size
+
+
+def ingest(user: str, task_id: str, slot: str, src: Path, filename: str | None = None):
+    from vgen_app.services import uploads
+
+    path, size = spool(src)
+    return uploads.ingest(user, task_id, slot, filename or src.name, path, size)

@@ -65,6 +65,17 @@ class Settings(BaseSettings):
 
     generation_api_url: str | None = None
     generation_api_key: str | None = None
+    # The local simulator (when GENERATION_API_URL is unset).
+    generation_sim_delay_seconds: float = Field(default=3.0, ge=0)
+    generation_sim_failure_rate: float = Field(default=0.0, ge=0, le=1)
+    generation_sim_expiry_seconds: float = Field(default=3600, gt=0)
+    generation_sim_dir: Path = VAR_DIR / "simulator"
+    # A run still unfinished after this long fails (and is refunded).
+    run_timeout_seconds: int = Field(default=900, ge=10)
+    # How often the worker looks at queued and in-flight runs.
+    worker_poll_seconds: float = Field(default=1.0, gt=0)
+    # Where uploads are spooled while streaming in (then moved into storage).
+    upload_tmp_dir: Path = VAR_DIR / "uploads"
 
     storage_url: str = f"file://{VAR_DIR / 'storage'}"
     s3_endpoint_url: str | None = None

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Index,
     String,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlmodel import Field, SQLModel
 
@@ -220,3 +221,96 @@ class PaymentCredit(SQLModel, table=True):
     created_at: datetime = Field(
         default_factory=clock.now, sa_column=Column(UTCDateTime(), nullable=False)
     )
+
+
+class Task(SQLModel, table=True):
+    __tablename__ = "tasks"
+    __table_args__ = (Index("ix_tasks_owner_created", "owner_id", "created_at"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    owner_id: str = Field(foreign_key="users.id", max_length=32)
+    model: str = Field(max_length=32)
+    name: str = Field(max_length=120)
+    created_at: datetime = Field(
+        default_factory=clock.now, sa_column=Column(UTCDateTime(), nullable=False)
+    )
+    updated_at: datetime = Field(
+        default_factory=clock.now, sa_column=Column(UTCDateTime(), nullable=False)
+    )
+
+
+class TaskInput(SQLModel, table=True):
+    """The file in one slot of a task (a replaced file's row is replaced)."""
+
+    __tablename__ = "task_inputs"
+    __table_args__ = (UniqueConstraint("task_id", "slot", name="uq_task_inputs_task_slot"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    task_id: str = Field(foreign_key="tasks.id", max_length=32, index=True)
+    slot: str = Field(max_length=32)
+    storage_key: str = Field(max_length=500)
+    filename: str = Field(max_length=255)
+    size_bytes: int = Field(sa_column=Column(BigInteger, nullable=False))
+    media: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(
+        default_factory=clock.now, sa_column=Column(UTCDateTime(), nullable=False)
+    )
+
+
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class Run(SQLModel, table=True):
+    """One generation of a task (attempt N). Runs are never deleted."""
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        UniqueConstraint("task_id", "attempt", name="uq_runs_task_attempt"),
+        Index("ix_runs_status", "status"),
+    )
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    task_id: str = Field(foreign_key="tasks.id", max_length=32, index=True)
+    owner_id: str = Field(foreign_key="users.id", max_length=32)
+    attempt: int
+    status: str = Field(default=RunStatus.QUEUED.value, max_length=16)
+    progress: float = Field(default=0.0)
+    price: int = Field(sa_column=Column(BigInteger, nullable=False))
+    model: str = Field(max_length=32)
+    # What was sent: slot -> {storage_key, filename, size_bytes, duration_s, ...}
+    inputs: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    provider: str | None = Field(default=None, max_length=32)
+    provider_job_id: str | None = Field(default=None, max_length=255)
+    submit_attempts: int = Field(default=0)
+    error: str | None = Field(default=None, max_length=1000)
+    result_key: str | None = Field(default=None, max_length=500)
+    result_bytes: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    refunded_at: datetime | None = Field(
+        default=None, sa_column=Column(UTCDateTime(), nullable=True)
+    )
+    created_at: datetime = Field(
+        default_factory=clock.now, sa_column=Column(UTCDateTime(), nullable=False)
+    )
+    submitted_at: datetime | None = Field(
+        default=None, sa_column=Column(UTCDateTime(), nullable=True)
+    )
+    finished_at: datetime | None = Field(
+        default=None, sa_column=Column(UTCDateTime(), nullable=True)
+    )
+    updated_at: datetime = Field(
+        default_factory=clock.now, sa_column=Column(UTCDateTime(), nullable=False)
+    )
+
+
+class Lease(SQLModel, table=True):
+    """A named lease: the holder runs a cluster-wide job until it stops renewing it."""
+
+    __tablename__ = "leases"
+
+    name: str = Field(primary_key=True, max_length=64)
+    holder: str = Field(max_length=128)
+    expires_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))

@@ -16,8 +16,14 @@ from vgen_app.ui.auth import (
     signup_page,
     verify_page,
 )
-from vgen_app.ui.dashboard import dashboard_page
 from vgen_app.ui.session import SessionState
+from vgen_app.ui.tasks import (
+    DashboardState,
+    TaskState,
+    dashboard_page,
+    new_task_page,
+    task_page,
+)
 from vgen_app.ui.tokens import (
     PaymentSuccessState,
     TestCheckoutState,
@@ -26,15 +32,22 @@ from vgen_app.ui.tokens import (
     test_checkout_page,
     tokens_page,
 )
-from vgen_app.worker import housekeeping
+from vgen_app.worker import generation_worker, housekeeping
 
 app = rx.App(
     api_transformer=create_api(),
 )
 
 app.add_page(
-    dashboard_page, route=routes.HOME, title="My tasks · vgen", on_load=SessionState.require_login
+    dashboard_page, route=routes.HOME, title="My tasks · vgen", on_load=DashboardState.on_load
 )
+app.add_page(
+    new_task_page,
+    route=routes.TASKS_NEW,
+    title="New task · vgen",
+    on_load=SessionState.require_login,
+)
+app.add_page(task_page, route="/tasks/[task_id]", title="Task · vgen", on_load=TaskState.on_load)
 app.add_page(
     signup_page,
     route=routes.SIGNUP,
@@ -65,3 +78,4 @@ app.add_page(
 )
 
 app.register_lifespan_task(housekeeping)
+app.register_lifespan_task(generation_worker)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from vgen_app.api import auth_routes, webhooks
+from vgen_app.api import auth_routes, files, webhooks
 from vgen_app.api.internal import create_internal_api
 
 
@@ -13,6 +13,7 @@ def create_api() -> FastAPI:
     api = FastAPI(title="vgen", docs_url=None, redoc_url=None, openapi_url=None)
     api.include_router(auth_routes.router)
     api.include_router(webhooks.router)
+    api.include_router(files.router)
     # The admin API has its own OpenAPI schema, served under /api/internal/.
     api.mount("/api/internal", create_internal_api())
     return api

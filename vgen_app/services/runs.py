@@ -1,0 +1,372 @@
+"""Runs: start (debit + record in one transaction), and the worker's steps — submit, poll, keep the
+result, fail and refund exactly once."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import func, update
+from sqlmodel import Session, col, select
+
+from vgen_app import clock
+from vgen_app.adapters import generation as gen
+from vgen_app.adapters.storage import Storage, StorageError
+from vgen_app.config import get_settings
+from vgen_app.db import end_read
+from vgen_app.models import LedgerAction, Run, RunStatus, Task, TaskInput, User, new_id
+from vgen_app.services import ledger, outbox
+from vgen_app.services.tasks import IN_FLIGHT, NotFound, TaskError, spec_of
+
+log = logging.getLogger("vgen.runs")
+
+MAX_SUBMIT_ATTEMPTS = 5
+
+
+class InsufficientTokens(TaskError):
+    def __init__(self, price: int, balance: int) -> None:
+        super().__init__(
+            "insufficient_tokens",
+            f"This run costs {price:,} tokens and your balance is {balance:,}. Top up to run it.",
+        )
+        self.price = price
+        self.balance = balance
+
+
+# --- starting ---------------------------------------------------------------------------------------
+
+
+def start_run(db: Session, owner_id: str, task_id: str) -> Run:
+    """Debit the price and create the run (attempt N) in one transaction; the worker submits it.
+
+    Run and Regenerate are the same: a new run from the stored inputs.
+    """
+    locked = db.exec(
+        update(Task)
+        .where(col(Task.id) == task_id, col(Task.owner_id) == owner_id)
+        .values(updated_at=clock.now())
+    )
+    if locked.rowcount != 1:
+        db.rollback()
+        raise NotFound()
+    task = db.get(Task, task_id)
+    assert task is not None
+    busy = db.exec(
+        select(Run.id).where(Run.task_id == task_id, col(Run.status).in_(IN_FLIGHT)).limit(1)
+    ).first()
+    if busy:
+        db.rollback()
+        raise TaskError("busy", "This task is already running.")
+    spec = spec_of(task)
+    inputs = inputs_of_in_txn(db, task_id)
+    missing = [s.label for s in spec.slots if s.name not in inputs]
+    if missing:
+        db.rollback()
+        raise TaskError("missing_inputs", f"Upload these first: {', '.join(missing)}.")
+    duration = float(inputs[spec.output_from]["duration_s"] or 0)
+    price = spec.price_for(duration)
+    attempt = 1 + int(
+        db.exec(select(func.coalesce(func.max(Run.attempt), 0)).where(Run.task_id == task_id)).one()
+    )
+    run_id = new_id()
+    change = ledger.apply_change(
+        db,
+        owner_id,
+        -price,
+        LedgerAction.USED,
+        reference=run_id,
+        note=f"{spec.title}, attempt {attempt}",
+    )
+    if not change.applied:
+        db.commit()  # the refused attempt stays recorded
+        raise InsufficientTokens(price, change.old_balance)
+    run = Run(
+        id=run_id,
+        task_id=task_id,
+        owner_id=owner_id,
+        attempt=attempt,
+        price=price,
+        model=spec.id,
+        inputs=inputs,
+    )
+    db.add(run)
+    db.commit()
+    return run
+
+
+def inputs_of_in_txn(db: Session, task_id: str) -> dict[str, dict]:
+    """What a run is made from: a copy of the slots' files as they are now."""
+    rows = db.exec(select(TaskInput).where(TaskInput.task_id == task_id)).all()
+    return {
+        r.slot: {
+            "storage_key": r.storage_key,
+            "filename": r.filename,
+            "size_bytes": r.size_bytes,
+            "duration_s": r.media.get("duration_s"),
+            "kind": r.media.get("kind"),
+            "container": r.media.get("container"),
+        }
+        for r in rows
+    }
+
+
+def runs_of(db: Session, owner_id: str, task_id: str) -> list[Run]:
+    """A task's runs, newest attempt first (owner only)."""
+    rows = list(
+        db.exec(
+            select(Run)
+            .where(Run.task_id == task_id, Run.owner_id == owner_id)
+            .order_by(col(Run.attempt).desc())
+        )
+    )
+    end_read(db)
+    return rows
+
+
+def result_of(db: Session, owner_id: str, run_id: str) -> Run:
+    """A succeeded run's result, for its owner only: anyone else gets NotFound."""
+    run = db.get(Run, run_id) if run_id and len(run_id) <= 32 else None
+    end_read(db)
+    if (
+        run is None
+        or run.owner_id != owner_id
+        or run.status != RunStatus.SUCCEEDED
+        or not run.result_key
+    ):
+        raise NotFound("result")
+    return run
+
+
+# --- finishing ----------------------------------------------------------------------------------------
+
+
+def fail_run(db: Session, run_id: str, error: str) -> bool:
+    """Fail an unfinished run and refund its price — exactly once, whoever calls it how often."""
+    now = clock.now()
+    result = db.exec(
+        update(Run)
+        .where(col(Run.id) == run_id, col(Run.status).in_(IN_FLIGHT))
+        .values(
+            status=RunStatus.FAILED.value,
+            error=error[:1000],
+            finished_at=now,
+            updated_at=now,
+            refunded_at=now,
+        )
+    )
+    if result.rowcount != 1:
+        db.rollback()
+        return False
+    run = db.get(Run, run_id)
+    assert run is not None
+    ledger.apply_change(
+        db,
+        run.owner_id,
+        run.price,
+        LedgerAction.REFUND,
+        reference=run_id,
+        note=f"refund of attempt {run.attempt}",
+    )
+    db.commit()
+    log.info("run %s failed (%s); refunded %d tokens", run_id, error, run.price)
+    return True
+
+
+def succeed_run(db: Session, run_id: str, result_key: str, size: int) -> bool:
+    now = clock.now()
+    result = db.exec(
+        update(Run)
+        .where(col(Run.id) == run_id, col(Run.status) == RunStatus.PROCESSING.value)
+        .values(
+            status=RunStatus.SUCCEEDED.value,
+            progress=1.0,
+            result_key=result_key,
+            result_bytes=size,
+            finished_at=now,
+            updated_at=now,
+        )
+    )
+    db.commit()
+    return result.rowcount == 1
+
+
+# --- the worker's steps ---------------------------------------------------------------------------------
+
+
+@dataclass
+class StepReport:
+    submitted: int = 0
+    polled: int = 0
+    succeeded: int = 0
+    failed: int = 0
+
+
+def _timed_out(run: Run) -> bool:
+    started = run.submitted_at or run.created_at
+    return clock.now() - started > timedelta(seconds=get_settings().run_timeout_seconds)
+
+
+def submit_queued(
+    db: Session,
+    provider: gen.GenerationProvider,
+    storage: Storage,
+    report: StepReport,
+    limit: int = 10,
+) -> None:
+    queued = list(
+        db.exec(
+            select(Run)
+            .where(Run.status == RunStatus.QUEUED.value)
+            .order_by(col(Run.created_at))
+            .limit(limit)
+        )
+    )
+    end_read(db)
+    for run in queued:
+        if _timed_out(run):
+            report.failed += fail_run(
+                db, run.id, "The generation service did not accept the job in time."
+            )
+            continue
+        try:
+            urls = {slot: storage.url_for(i["storage_key"]) for slot, i in run.inputs.items()}
+            job_id = provider.submit(run.model, urls, {})
+        except gen.JobRejected as exc:
+            report.failed += fail_run(db, run.id, f"The generation service refused the job: {exc}")
+            continue
+        except (gen.GenerationError, StorageError, OSError) as exc:
+            log.warning("run %s: submit failed (%s); will retry", run.id, exc)
+            attempts = run.submit_attempts + 1  # read before the update syncs the object
+            db.exec(
+                update(Run)
+                .where(col(Run.id) == run.id)
+                .values(submit_attempts=col(Run.submit_attempts) + 1)
+            )
+            db.commit()
+            if attempts >= MAX_SUBMIT_ATTEMPTS:
+                report.failed += fail_run(db, run.id, "The generation service is unavailable.")
+            continue
+        now = clock.now()
+        updated = db.exec(
+            update(Run)
+            .where(col(Run.id) == run.id, col(Run.status) == RunStatus.QUEUED.value)
+            .values(
+                status=RunStatus.PROCESSING.value,
+                provider=provider.name,
+                provider_job_id=job_id,
+                submitted_at=now,
+                updated_at=now,
+                submit_attempts=col(Run.submit_attempts) + 1,
+            )
+        )
+        if updated.rowcount == 1:
+            _log_launch(db, run, provider.name, job_id)
+        db.commit()
+        report.submitted += 1
+
+
+def _log_launch(db: Session, run: Run, provider: str, job_id: str) -> None:
+    user = db.get(User, run.owner_id)
+    outbox.record(
+        db,
+        outbox.GENERATION_LOG,
+        {
+            "userid": run.owner_id,
+            "email": user.email if user else None,
+            "taskid": run.task_id,
+            "properties": {
+                "run_id": run.id,
+                "attempt": run.attempt,
+                "model": run.model,
+                "provider": provider,
+                "provider_job_id": job_id,
+                "price": run.price,
+                "inputs": {
+                    slot: {k: i.get(k) for k in ("filename", "size_bytes", "duration_s", "kind")}
+                    for slot, i in run.inputs.items()
+                },
+            },
+        },
+    )
+
+
+def poll_in_flight(
+    db: Session,
+    provider: gen.GenerationProvider,
+    storage: Storage,
+    report: StepReport,
+    limit: int = 50,
+) -> None:
+    running = list(
+        db.exec(
+            select(Run)
+            .where(Run.status == RunStatus.PROCESSING.value)
+            .order_by(col(Run.submitted_at))
+            .limit(limit)
+        )
+    )
+    end_read(db)
+    for run in running:
+        report.polled += 1
+        try:
+            job = provider.get(run.provider_job_id or "")
+        except gen.JobNotFound:
+            report.failed += fail_run(db, run.id, "The generation job expired or vanished.")
+            continue
+        except gen.GenerationError as exc:
+            if _timed_out(run):
+                report.failed += fail_run(db, run.id, "The generation timed out.")
+            else:
+                log.warning("run %s: poll failed (%s); will retry", run.id, exc)
+            continue
+        if job.status == gen.SUCCEEDED:
+            report.succeeded += keep_result(db, run, job, provider, storage)
+        elif job.status == gen.FAILED:
+            report.failed += fail_run(db, run.id, job.error or "The generation failed.")
+        elif _timed_out(run):
+            report.failed += fail_run(db, run.id, "The generation timed out.")
+        elif abs(job.progress - run.progress) >= 0.01:
+            db.exec(
+                update(Run)
+                .where(col(Run.id) == run.id, col(Run.status) == RunStatus.PROCESSING.value)
+                .values(progress=min(0.99, max(0.0, job.progress)), updated_at=clock.now())
+            )
+            db.commit()
+
+
+def keep_result(
+    db: Session, run: Run, job: gen.Job, provider: gen.GenerationProvider, storage: Storage
+) -> bool:
+    """Copy the result into our storage at once: the service forgets finished jobs."""
+    key = f"results/{run.task_id}/{run.id}.mp4"
+    with tempfile.TemporaryDirectory(prefix="vgen-result-") as tmp:
+        dest = Path(tmp) / "result.mp4"
+        try:
+            provider.fetch_result(job, dest)
+        except gen.JobNotFound:
+            fail_run(db, run.id, "The result expired before it could be saved.")
+            return False
+        except gen.GenerationError as exc:
+            log.warning("run %s: fetching the result failed (%s); will retry", run.id, exc)
+            return False
+        size = dest.stat().st_size
+        try:
+            storage.put_file(key, dest)
+        except (StorageError, OSError) as exc:
+            log.warning("run %s: storing the result failed (%s); will retry", run.id, exc)
+            return False
+    if not succeed_run(db, run.id, key, size):
+        storage.delete(key)
+        return False
+    return True
+
+
+def step(db: Session, provider: gen.GenerationProvider, storage: Storage) -> StepReport:
+    """One round of the worker: submit what is queued, poll what is in flight."""
+    report = StepReport()
+    submit_queued(db, provider, storage, report)
+    poll_in_flight(db, provider, storage, report)
+    return report

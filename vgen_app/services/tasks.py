@@ -1,0 +1,234 @@
+"""Tasks and their inputs: ownership, listing, uploads into slots."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import func, update
+from sqlmodel import Session, col, select
+
+from vgen_app import clock
+from vgen_app.adapters.media import MediaError, MediaInfo
+from vgen_app.db import end_read
+from vgen_app.models import Run, RunStatus, Task, TaskInput, new_id
+from vgen_app.services import catalog
+from vgen_app.services.catalog import ModelSpec, Slot
+
+log = logging.getLogger("vgen.tasks")
+
+IN_FLIGHT = (RunStatus.QUEUED.value, RunStatus.PROCESSING.value)
+
+
+class TaskError(Exception):
+    """A refusal with a message fit for the user."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class NotFound(TaskError):
+    """Unknown, or someone else's: the same answer either way."""
+
+    def __init__(self, what: str = "task") -> None:
+        super().__init__("not_found", f"This {what} does not exist.")
+
+
+# --- tasks -----------------------------------------------------------------------------------------
+
+
+def create_task(db: Session, owner_id: str, model_id: str, name: str | None = None) -> Task:
+    spec = catalog.get(model_id)
+    if spec is None:
+        raise TaskError("unknown_model", "Choose one of the available models.")
+    name = (name or "").strip()[:120] or f"{spec.title} {clock.now():%b %d, %H:%M}"
+    task = Task(owner_id=owner_id, model=spec.id, name=name)
+    db.add(task)
+    db.commit()
+    return task
+
+
+def get_task(db: Session, owner_id: str, task_id: str) -> Task:
+    task = db.get(Task, task_id) if task_id and len(task_id) <= 32 else None
+    end_read(db)
+    if task is None or task.owner_id != owner_id:
+        raise NotFound()
+    return task
+
+
+def spec_of(task: Task) -> ModelSpec:
+    spec = catalog.get(task.model)
+    if spec is None:  # a model removed from the catalog: its tasks stay readable, not runnable
+        raise TaskError("unknown_model", "This model is no longer available.")
+    return spec
+
+
+@dataclass(frozen=True)
+class TaskRow:
+    task: Task
+    last_status: str | None
+    last_progress: float
+    runs: int
+
+
+@dataclass(frozen=True)
+class TaskPage:
+    rows: list[TaskRow]
+    page: int
+    pages: int
+    total: int
+
+
+def list_tasks(db: Session, owner_id: str, page: int = 1, per_page: int = 20) -> TaskPage:
+    """My tasks, newest first, with the status of each one's latest run (two queries, no N+1)."""
+    total = int(
+        db.exec(select(func.count()).select_from(Task).where(Task.owner_id == owner_id)).one()
+    )
+    pages = max(1, -(-total // per_page))
+    page = min(max(1, page), pages)
+    tasks = list(
+        db.exec(
+            select(Task)
+            .where(Task.owner_id == owner_id)
+            .order_by(col(Task.created_at).desc(), col(Task.id))
+            .offset((page - 1) * per_page)
+            .limit(per_page)
+        )
+    )
+    latest: dict[str, Run] = {}
+    counts: dict[str, int] = {}
+    if tasks:
+        ids = [t.id for t in tasks]
+        for run in db.exec(select(Run).where(col(Run.task_id).in_(ids)).order_by(col(Run.attempt))):
+            latest[run.task_id] = run
+            counts[run.task_id] = counts.get(run.task_id, 0) + 1
+    end_read(db)
+    rows = [
+        TaskRow(
+            t,
+            latest[t.id].status if t.id in latest else None,
+            latest[t.id].progress if t.id in latest else 0.0,
+            counts.get(t.id, 0),
+        )
+        for t in tasks
+    ]
+    return TaskPage(rows, page, pages, total)
+
+
+# --- inputs ----------------------------------------------------------------------------------------
+
+
+def inputs_of(db: Session, task_id: str) -> dict[str, TaskInput]:
+    rows = db.exec(select(TaskInput).where(TaskInput.task_id == task_id)).all()
+    end_read(db)
+    return {row.slot: row for row in rows}
+
+
+def run_in_flight(db: Session, task_id: str) -> bool:
+    found = db.exec(
+        select(Run.id).where(Run.task_id == task_id, col(Run.status).in_(IN_FLIGHT)).limit(1)
+    ).first()
+    return found is not None
+
+
+def upload_target(db: Session, owner_id: str, task_id: str, slot_name: str) -> tuple[Task, Slot]:
+    """May this user upload into this slot now? (Checked before streaming and again on attach.)"""
+    task = get_task(db, owner_id, task_id)
+    slot = spec_of(task).get_slot(slot_name)
+    if slot is None:
+        raise TaskError("unknown_slot", "This model has no such input.")
+    busy = run_in_flight(db, task.id)
+    end_read(db)
+    if busy:
+        raise TaskError(
+            "busy", "A run is in progress: inputs can be replaced when it has finished."
+        )
+    return task, slot
+
+
+def extension_of(filename: str) -> str:
+    return Path(filename or "").suffix.lower().lstrip(".")
+
+
+def check_media(slot: Slot, filename: str, size: int, info: MediaInfo) -> None:
+    """The slot's rules: kind, format, size and duration. Messages say what is wrong and what fits."""
+    accepted = ", ".join(slot.formats)
+    if size <= 0:
+        raise TaskError("empty", "The file is empty.")
+    if size > slot.max_bytes:
+        raise TaskError("too_big", f"The file is larger than {slot.max_mb} MB.")
+    if extension_of(filename) not in slot.formats:
+        raise TaskError("format", f"{slot.label}: use one of these formats: {accepted}.")
+    if info.kind != slot.kind:
+        raise TaskError("kind", f"{slot.label} must be {_article(slot.kind)}, not {info.kind}.")
+    if slot.max_seconds and info.duration_s and info.duration_s > slot.max_seconds + 0.5:
+        raise TaskError(
+            "too_long",
+            f"The {slot.kind} is {info.duration_s:.0f} s long; the limit is {slot.max_seconds} s.",
+        )
+    if slot.kind in ("video", "audio") and not info.duration_s:
+        raise TaskError("no_duration", f"The {slot.kind} has no readable duration.")
+
+
+def _article(kind: str) -> str:
+    return {"audio": "an audio file", "image": "an image"}.get(kind, f"a {kind}")
+
+
+def media_error(exc: MediaError) -> TaskError:
+    return TaskError("not_media", str(exc) or "This file is not readable media.")
+
+
+def storage_key(task_id: str, slot: str, filename: str) -> str:
+    ext = extension_of(filename) or "bin"
+    return f"inputs/{task_id}/{slot}/{new_id()}.{ext}"
+
+
+def attach_input(
+    db: Session,
+    owner_id: str,
+    task_id: str,
+    slot_name: str,
+    key: str,
+    filename: str,
+    size: int,
+    info: MediaInfo,
+) -> tuple[TaskInput, str | None]:
+    """Record the stored file in its slot; returns the input and the replaced file's key."""
+    # Lock the task row (serializes with run creation), then check again: no run in flight.
+    locked = db.exec(
+        update(Task)
+        .where(col(Task.id) == task_id, col(Task.owner_id) == owner_id)
+        .values(updated_at=clock.now())
+    )
+    if locked.rowcount != 1:
+        db.rollback()
+        raise NotFound()
+    if run_in_flight(db, task_id):
+        db.rollback()
+        raise TaskError(
+            "busy", "A run is in progress: inputs can be replaced when it has finished."
+        )
+    existing = db.exec(
+        select(TaskInput).where(TaskInput.task_id == task_id, TaskInput.slot == slot_name)
+    ).first()
+    old_key = existing.storage_key if existing else None
+    row = existing or TaskInput(
+        task_id=task_id, slot=slot_name, storage_key=key, filename="", size_bytes=0, media={}
+    )
+    row.storage_key, row.filename, row.size_bytes = key, Path(filename).name[:255], size
+    row.media, row.created_at = info.as_dict(), clock.now()
+    db.add(row)
+    db.commit()
+    return row, old_key
+
+
+def price_of(task: Task, inputs: dict[str, TaskInput]) -> int | None:
+    """The price of one run, once every slot has its file."""
+    spec = catalog.get(task.model)
+    if spec is None or any(s.name not in inputs for s in spec.slots):
+        return None
+    duration = inputs[spec.output_from].media.get("duration_s") or 0
+    return spec.price_for(float(duration))

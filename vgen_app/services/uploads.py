@@ -1,0 +1,58 @@
+"""Taking an uploaded file into a task's slot: probe it as real media, check the slot's rules,
+store it, record it — or refuse it with a clear message and leave nothing behind."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from vgen_app.adapters import media
+from vgen_app.adapters.storage import get_storage
+from vgen_app.db import with_db
+from vgen_app.models import TaskInput
+from vgen_app.services import tasks
+from vgen_app.services.tasks import TaskError
+
+log = logging.getLogger("vgen.uploads")
+
+
+def ingest(
+    owner_id: str, task_id: str, slot_name: str, filename: str, spooled: Path, size: int
+) -> TaskInput:
+    """Blocking (probe, storage): run in a worker thread. The spooled file is always removed."""
+    storage = get_storage()
+    key: str | None = None
+    try:
+        _task, slot = with_db(tasks.upload_target, owner_id, task_id, slot_name)
+        if size <= 0 or spooled.stat().st_size <= 0:
+            raise TaskError("empty", "The file is empty.")
+        if size > slot.max_bytes:
+            raise TaskError("too_big", f"The file is larger than {slot.max_mb} MB.")
+        if tasks.extension_of(filename) not in slot.formats:
+            raise TaskError(
+                "format", f"{slot.label}: use one of these formats: {', '.join(slot.formats)}."
+            )
+        try:
+            info = media.probe(spooled)
+        except media.MediaError as exc:
+            raise tasks.media_error(exc) from exc
+        tasks.check_media(slot, filename, size, info)
+        key = tasks.storage_key(task_id, slot.name, filename)
+        storage.put_file(key, spooled)
+        row, old_key = with_db(
+            tasks.attach_input, owner_id, task_id, slot.name, key, filename, size, info
+        )
+        key = None  # recorded: keep it
+        if old_key:
+            try:
+                storage.delete(old_key)
+            except Exception:  # noqa: BLE001 - an orphan blob is harmless, a failed upload is not
+                log.warning("could not delete replaced input %s", old_key)
+        return row
+    finally:
+        if key is not None:  # stored but not recorded: remove it
+            try:
+                storage.delete(key)
+            except Exception:  # noqa: BLE001
+                log.warning("could not delete unrecorded upload %s", key)
+        spooled.unlink(missing_ok=True)
