@@ -12,7 +12,7 @@ def brand() -> rx.Component:
     return rx.link(
         rx.hstack(
             rx.icon("clapperboard", size=22),
-            rx.heading("vgen", size="5", weight="bold", as_="span"),
+            rx.text("vgen", size="5", weight="bold"),
             align="center",
             spacing="2",
         ),

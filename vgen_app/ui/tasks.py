@@ -146,7 +146,7 @@ class TaskState(SessionState):
         return parts[1] if len(parts) >= 2 and parts[0] == "tasks" else ""
 
     def _reset_slots(self) -> None:
-        self.slot_info = {name: {"shown": ""} for name in ALL_SLOTS}
+        self.slot_info = {name: {"shown": "", "order": "0"} for name in ALL_SLOTS}
         self.upload_pct = dict.fromkeys(ALL_SLOTS, 0)
         self.upload_error = dict.fromkeys(ALL_SLOTS, "")
         self.uploading = dict.fromkeys(ALL_SLOTS, False)
@@ -158,8 +158,8 @@ class TaskState(SessionState):
         inputs = await run_db(tasks.inputs_of, task.id)
         run_list = await run_db(runs.runs_of, user_id, task.id)
         self.task_name, self.task_model = task.name, spec.title if spec else task.model
-        info: dict[str, dict[str, str]] = {name: {"shown": ""} for name in ALL_SLOTS}
-        for slot in spec.slots if spec else []:
+        info: dict[str, dict[str, str]] = {name: {"shown": "", "order": "0"} for name in ALL_SLOTS}
+        for order, slot in enumerate(spec.slots if spec else []):
             item = inputs.get(slot.name)
             limits = f"{', '.join(slot.formats)} · up to {slot.max_mb} MB"
             if slot.max_seconds:
@@ -179,6 +179,7 @@ class TaskState(SessionState):
                 details = " · ".join(p for p in parts if p) + f" · {_size(item.size_bytes)}"
             info[slot.name] = {
                 "shown": "1",
+                "order": str(order),
                 "label": slot.label,
                 "kind": slot.kind,
                 "limits": limits,
@@ -596,6 +597,7 @@ def _slot_card(name: str) -> rx.Component:
             ),
             flex="1",
             min_width="260px",
+            order=info["order"],  # the model's slot order, not the alphabetical one
         ),
     )
 
@@ -629,10 +631,16 @@ def _run_row(row: rx.Var) -> rx.Component:
             rx.spacer(),
             rx.cond(
                 row["download"] != "",
-                rx.link(
-                    rx.button(rx.icon("download", size=14), "Download", variant="soft"),
-                    href=row["download"],
-                    is_external=False,
+                # A full document load (the app's router would treat a link as a page):
+                # the route answers with an attachment, so the page stays where it is.
+                rx.button(
+                    rx.icon("download", size=14),
+                    "Download",
+                    variant="soft",
+                    on_click=rx.call_script(
+                        "window.location.assign(" + row["download"].to(str).to_string() + ")"
+                    ),
+                    data_href=row["download"],
                     id="download-" + row["attempt"].to(str),
                 ),
             ),
