@@ -22,6 +22,39 @@ def migrate(database_url: str | None = None, revision: str = "head") -> None:
     command.upgrade(cfg, revision)
 
 
+def _bigquery_init() -> int:
+    from vgen_app.adapters.analytics import init_tables, make_client
+
+    settings = get_settings()
+    if not settings.bigquery_project:
+        print(
+            "BIGQUERY_PROJECT is not set: nothing to create (analytics stay in the local outbox)."
+        )
+        return 2
+    client = make_client(settings.bigquery_project, settings.bigquery_api_endpoint)
+    tables = init_tables(
+        client, settings.bigquery_project, settings.bigquery_dataset, settings.bigquery_location
+    )
+    dataset = f"{settings.bigquery_project}.{settings.bigquery_dataset}"
+    print(f"dataset {dataset}: ok; tables (day-partitioned on timestamp): {', '.join(tables)}")
+    return 0
+
+
+def _analytics_status() -> int:
+    from vgen_app.db import with_db
+    from vgen_app.services import shipping
+
+    st = with_db(shipping.status)
+    age = f"{st.oldest_pending_age_s:.0f} s" if st.oldest_pending_age_s is not None else "-"
+    print(f"destination: {st.destination}")
+    print(
+        f"pending: {st.pending}  failed: {st.failed}  delivered: {st.delivered}  oldest pending: {age}"
+    )
+    for line in st.failed_examples:
+        print(f"  failed {line}")
+    return 1 if st.failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vgen")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -29,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("settings", help="print the effective configuration (secrets hidden)")
     outbox = sub.add_parser("outbox", help="list the mail outbox folder, newest last")
     outbox.add_argument("--last", type=int, default=10)
+    bq = sub.add_parser("bigquery", help="BigQuery: `init` creates the dataset and tables")
+    bq.add_argument("action", choices=["init"])
+    an = sub.add_parser("analytics", help="the analytics outbox: `status`, `retry-failed`")
+    an.add_argument("action", choices=["status", "retry-failed"])
     args = parser.parse_args(argv)
 
     if args.cmd == "migrate":
@@ -43,6 +80,15 @@ def main(argv: list[str] | None = None) -> int:
         files = sorted(folder.glob("*.eml")) if folder.exists() else []
         for f in files[-args.last :]:
             print(f)
+    elif args.cmd == "bigquery":
+        return _bigquery_init()
+    elif args.cmd == "analytics":
+        if args.action == "status":
+            return _analytics_status()
+        from vgen_app.db import with_db
+        from vgen_app.services import shipping
+
+        print(f"{with_db(shipping.retry_failed)} failed rows will be retried")
     return 0
 
 

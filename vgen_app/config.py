@@ -82,6 +82,13 @@ class Settings(BaseSettings):
 
     bigquery_project: str | None = None
     bigquery_dataset: str = "vgen"
+    bigquery_location: str = "US"
+    bigquery_api_endpoint: str | None = None  # a local fake in tests and benchmarks
+    bigquery_retry_deadline_seconds: float = Field(default=30.0, gt=0)
+    # The shipper: rows per batch, pause between rounds, longest backoff while BigQuery is down.
+    analytics_batch_size: int = Field(default=500, ge=1, le=10_000)
+    analytics_ship_interval_seconds: float = Field(default=2.0, gt=0)
+    analytics_max_backoff_seconds: float = Field(default=60.0, gt=0)
 
     telegram_support_url: str = "https://t.me/vgen_support_bot"
 

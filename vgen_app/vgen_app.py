@@ -32,7 +32,7 @@ from vgen_app.ui.tokens import (
     test_checkout_page,
     tokens_page,
 )
-from vgen_app.worker import generation_worker, housekeeping
+from vgen_app.worker import analytics_shipper, generation_worker, housekeeping
 
 app = rx.App(
     api_transformer=create_api(),
@@ -79,3 +79,4 @@ app.add_page(
 
 app.register_lifespan_task(housekeeping)
 app.register_lifespan_task(generation_worker)
+app.register_lifespan_task(analytics_shipper)

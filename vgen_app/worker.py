@@ -8,11 +8,12 @@ import os
 import socket
 import uuid
 
+from vgen_app.adapters.analytics import SinkUnavailable
 from vgen_app.adapters.generation import get_generation
 from vgen_app.adapters.storage import get_storage
 from vgen_app.config import get_settings
 from vgen_app.db import run_db
-from vgen_app.services import leases, ratelimit, runs
+from vgen_app.services import leases, ratelimit, runs, shipping
 
 log = logging.getLogger("vgen.worker")
 
@@ -53,3 +54,47 @@ async def generation_worker() -> None:
         except Exception:
             log.exception("generation round failed")
         await asyncio.sleep(get_settings().worker_poll_seconds)
+
+
+SHIPPER_LEASE = "analytics-shipper"
+
+
+def shipping_round() -> shipping.ShipReport | None:
+    """Ship while there is a full batch waiting, if this process holds the lease (blocking)."""
+    from vgen_app.db import with_db
+
+    sink = shipping.get_sink()
+    if sink is None or not with_db(leases.acquire, SHIPPER_LEASE, HOLDER, LEASE_TTL_SECONDS):
+        return None
+    total = shipping.ShipReport()
+    batch = get_settings().analytics_batch_size
+    while True:
+        report = with_db(shipping.ship_once, sink, batch)
+        total.sent += report.sent
+        total.rejected += report.rejected
+        total.batches += report.batches
+        if report.sent + report.rejected < batch:
+            return total
+
+
+async def analytics_shipper() -> None:
+    """Ship the analytics outbox to BigQuery — once per cluster, in the background, with capped
+    exponential backoff while BigQuery is unreachable. Nothing waits on it; nothing is lost."""
+    if shipping.get_sink() is None:
+        log.info("BIGQUERY_PROJECT is not set: analytics events stay in the local outbox")
+        return
+    backoff = 0.0
+    while True:
+        settings = get_settings()
+        try:
+            await asyncio.to_thread(shipping_round)
+            backoff = 0.0
+            delay = settings.analytics_ship_interval_seconds
+        except SinkUnavailable as exc:
+            backoff = min(settings.analytics_max_backoff_seconds, max(1.0, backoff * 2))
+            log.warning("BigQuery unavailable (%s); retrying in %.0f s", exc, backoff)
+            delay = backoff
+        except Exception:
+            log.exception("analytics shipping failed")
+            delay = settings.analytics_max_backoff_seconds
+        await asyncio.sleep(delay)

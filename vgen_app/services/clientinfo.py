@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
+
+import iptocc
 
 from vgen_app.config import get_settings
 from vgen_app.services.accounts import ClientInfo
@@ -28,17 +31,34 @@ def client_ip(headers: Mapping[str, str], peer_ip: str | None) -> str | None:
     return peer_ip or None
 
 
-def geo(headers: Mapping[str, str]) -> str | None:
-    """The country Cloudflare saw, only when a trusted proxy stands in front (else forgeable)."""
+def geo(headers: Mapping[str, str], ip: str | None = None) -> str | None:
+    """Where the client is: Cloudflare's country (and city, if sent) from a trusted proxy, else an
+    offline IP→country lookup (the `iptocc` package ships its data), else None."""
     if get_settings().trusted_proxy_hops > 0:
         country = _header(headers, "cf-ipcountry")
         if country and country.upper() not in {"XX", "T1"}:
-            return country.upper()[:8]
-    return None
+            city = _header(headers, "cf-ipcity")
+            country = country.upper()[:8]
+            return f"{country}/{city[:64]}" if city else country
+    return lookup_country(ip)
+
+
+def lookup_country(ip: str | None) -> str | None:
+    if not ip:
+        return None
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return None
+    if address.is_private or address.is_loopback or address.is_reserved or address.is_link_local:
+        return None
+    try:
+        return iptocc.country_code(str(address))
+    except Exception:  # noqa: BLE001 - a lookup failure is simply "unknown"
+        return None
 
 
 def from_request(headers: Mapping[str, str], peer_ip: str | None) -> ClientInfo:
     ua = _header(headers, "user-agent")
-    return ClientInfo(
-        ip=client_ip(headers, peer_ip), user_agent=ua[:512] if ua else None, geo=geo(headers)
-    )
+    ip = client_ip(headers, peer_ip)
+    return ClientInfo(ip=ip, user_agent=ua[:512] if ua else None, geo=geo(headers, ip))

@@ -1,0 +1,80 @@
+"""A small fake of BigQuery's REST API (datasets, tables, insertAll), for the real client library."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from typing import Any
+
+from werkzeug.wrappers import Request, Response
+
+BASE = r"/bigquery/v2/projects/(?P<project>[^/]+)"
+
+
+class FakeBigQuery:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.datasets: dict[str, dict] = {}
+        self.tables: dict[str, dict] = {}
+        self.requests: list[tuple[str, str, Any]] = []
+        self.inserted: dict[str, list[tuple[str, dict]]] = {}  # table -> (insertId, json)
+        self.fail_inserts = 0  # answer the next N insertAll calls with 503
+        self.reject_insert_ids: set[str] = set()  # rows answered with a per-row error
+
+    def install(self, httpserver) -> None:
+        httpserver.expect_request(re.compile(r"^/bigquery/v2/.*")).respond_with_handler(self.handle)
+
+    def handle(self, request: Request) -> Response:
+        path, method = request.path, request.method
+        body = json.loads(request.data) if request.data else None
+        with self.lock:
+            self.requests.append((method, path, body))
+            if m := re.fullmatch(BASE + r"/datasets", path):
+                return self._create(self.datasets, body["datasetReference"]["datasetId"], body)
+            if m := re.fullmatch(BASE + r"/datasets/(?P<ds>[^/]+)", path):
+                return self._get(self.datasets, m["ds"])
+            if m := re.fullmatch(BASE + r"/datasets/(?P<ds>[^/]+)/tables", path):
+                return self._create(self.tables, body["tableReference"]["tableId"], body)
+            if m := re.fullmatch(BASE + r"/datasets/(?P<ds>[^/]+)/tables/(?P<t>[^/]+)", path):
+                return self._get(self.tables, m["t"])
+            if m := re.fullmatch(
+                BASE + r"/datasets/(?P<ds>[^/]+)/tables/(?P<t>[^/]+)/insertAll", path
+            ):
+                return self._insert(m["t"], body)
+        return Response("not found", status=404)
+
+    @staticmethod
+    def _json(data: Any, status: int = 200) -> Response:
+        return Response(json.dumps(data), status=status, content_type="application/json")
+
+    def _create(self, store: dict, key: str, body: dict) -> Response:
+        if key in store:
+            return self._json({"error": {"code": 409, "message": "Already Exists"}}, 409)
+        store[key] = body
+        return self._json(body)
+
+    def _get(self, store: dict, key: str) -> Response:
+        if key not in store:
+            return self._json({"error": {"code": 404, "message": "Not found"}}, 404)
+        return self._json(store[key])
+
+    def _insert(self, table: str, body: dict) -> Response:
+        if self.fail_inserts > 0:
+            self.fail_inserts -= 1
+            return self._json({"error": {"code": 503, "message": "backend error"}}, 503)
+        errors = []
+        for index, row in enumerate(body["rows"]):
+            if row["insertId"] in self.reject_insert_ids:
+                errors.append(
+                    {
+                        "index": index,
+                        "errors": [{"reason": "invalid", "message": "no such field: bogus"}],
+                    }
+                )
+                continue
+            self.inserted.setdefault(table, []).append((row["insertId"], row["json"]))
+        return self._json({"kind": "bigquery#tableDataInsertAllResponse", "insertErrors": errors})
+
+    def all_insert_ids(self) -> list[str]:
+        return [i for rows in self.inserted.values() for i, _ in rows]

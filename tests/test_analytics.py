@@ -1,0 +1,272 @@
+"""Analytics to BigQuery through the real client against a local fake: tables, rows, insertIds,
+outage and recovery, per-row errors; and every event producing its one row."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pytest_httpserver import HTTPServer
+from sqlmodel import Session, select
+
+from tests.fake_bigquery import FakeBigQuery
+from tests.helpers import ingest, make_user
+from vgen_app.adapters.analytics import BigQuerySink, init_tables, make_client
+from vgen_app.config import reset_settings
+from vgen_app.db import run_db, session_scope
+from vgen_app.models import AnalyticsOutbox
+from vgen_app.services import accounts, ledger, shipping
+
+PROJECT, DATASET = "vgen-test", "analytics"
+
+
+@pytest.fixture
+def fake(httpserver: HTTPServer) -> FakeBigQuery:
+    fake = FakeBigQuery()
+    fake.install(httpserver)
+    return fake
+
+
+@pytest.fixture
+def sink(httpserver: HTTPServer, fake: FakeBigQuery) -> BigQuerySink:
+    client = make_client(PROJECT, httpserver.url_for("").rstrip("/"))
+    return BigQuerySink(PROJECT, DATASET, client, retry_deadline_s=0.5, timeout_s=5)
+
+
+def test_init_creates_dataset_and_partitioned_tables_idempotently(
+    httpserver: HTTPServer, fake: FakeBigQuery
+) -> None:
+    client = make_client(PROJECT, httpserver.url_for("").rstrip("/"))
+    assert init_tables(client, PROJECT, DATASET) == [
+        "user_sessions",
+        "balance_changes",
+        "generation_log",
+    ]
+    ds = fake.datasets[DATASET]
+    assert ds["datasetReference"] == {"projectId": PROJECT, "datasetId": DATASET}
+    assert ds["location"] == "US"
+    for name, table in fake.tables.items():
+        assert table["timePartitioning"] == {"type": "DAY", "field": "timestamp"}, name
+        fields = {f["name"]: f["type"] for f in table["schema"]["fields"]}
+        assert fields["timestamp"] == "TIMESTAMP" and fields["event_id"] == "INTEGER"
+    assert {f["name"] for f in fake.tables["user_sessions"]["schema"]["fields"]} >= {
+        "ip",
+        "geo",
+        "useragent",
+        "action",
+        "userid",
+        "email",
+    }
+    assert {f["name"] for f in fake.tables["balance_changes"]["schema"]["fields"]} >= {
+        "userid",
+        "email",
+        "action",
+        "diff",
+        "old_balance",
+        "new_balance",
+        "outcome",
+    }
+    gen_fields = {f["name"]: f["type"] for f in fake.tables["generation_log"]["schema"]["fields"]}
+    assert gen_fields["properties"] == "JSON" and gen_fields["taskid"] == "STRING"
+    # Again: everything exists (409), nothing breaks, nothing is created twice.
+    assert init_tables(client, PROJECT, DATASET) == [
+        "user_sessions",
+        "balance_changes",
+        "generation_log",
+    ]
+    assert len(fake.tables) == 3
+
+
+def test_shipped_rows_carry_json_and_insert_ids(db: Session, fake: FakeBigQuery, sink) -> None:
+    uid = make_user(db, "ann@example.com")  # signup row
+    ledger.change_balance(db, uid, 100, "topup", reference="cs_1")
+    ledger.change_balance(db, uid, -500, "used", reference="run_x")  # refused
+    report = shipping.ship_once(db, sink)
+    assert (report.sent, report.rejected) == (3, 0)
+    outbox = {r.id: r for r in db.exec(select(AnalyticsOutbox))}
+    assert all(r.delivered_at is not None for r in outbox.values())
+    sessions_rows = fake.inserted["user_sessions"]
+    (insert_id, row) = sessions_rows[0]
+    assert insert_id == str(row["event_id"]) and int(insert_id) in outbox
+    assert (row["action"], row["userid"], row["email"]) == ("signup", uid, "ann@example.com")
+    assert row["utm"] == "{}" and row["timestamp"].endswith("+00:00")
+    changes = [r for _, r in fake.inserted["balance_changes"]]
+    assert [
+        (r["action"], r["diff"], r["old_balance"], r["new_balance"], r["outcome"]) for r in changes
+    ] == [
+        ("topup", 100, 0, 100, "applied"),
+        ("used", -500, 100, 100, "rejected"),
+    ]
+    assert shipping.ship_once(db, sink).sent == 0  # nothing left, nothing resent
+
+
+def test_outage_then_recovery_every_row_once_and_the_app_keeps_serving(
+    database_url: str, fake: FakeBigQuery, httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vgen_app import worker
+
+    monkeypatch.setenv("BIGQUERY_PROJECT", PROJECT)
+    monkeypatch.setenv("BIGQUERY_DATASET", DATASET)
+    monkeypatch.setenv("BIGQUERY_API_ENDPOINT", httpserver.url_for("").rstrip("/"))
+    monkeypatch.setenv("BIGQUERY_RETRY_DEADLINE_SECONDS", "0.3")
+    monkeypatch.setenv("ANALYTICS_SHIP_INTERVAL_SECONDS", "0.05")
+    monkeypatch.setenv("ANALYTICS_MAX_BACKOFF_SECONDS", "0.3")
+    monkeypatch.setenv("ANALYTICS_BATCH_SIZE", "7")
+    reset_settings()
+    fake.fail_inserts = 10**9  # down until we say so
+
+    async def scenario() -> list[float]:
+        shipper = asyncio.create_task(worker.analytics_shipper())
+        latencies = []
+        for i in range(25):  # sign-ups while BigQuery is down
+            start = time.perf_counter()
+            await run_db(accounts.signup, f"user{i}@example.com", "correct horse")
+            latencies.append(time.perf_counter() - start)
+            await asyncio.sleep(0.02)
+        failed_calls = len([r for r in fake.requests if r[1].endswith("/insertAll")])
+        assert failed_calls >= 2 and fake.all_insert_ids() == []  # it kept trying, nothing landed
+        fake.fail_inserts = 0  # BigQuery is back
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            st = await run_db(shipping.status)
+            if st.pending == 0:
+                break
+            await asyncio.sleep(0.05)
+        shipper.cancel()
+        return latencies
+
+    latencies = asyncio.run(scenario())
+    assert max(latencies) < 5  # nothing waited on BigQuery (its retries alone take longer)
+    with session_scope() as db:
+        ids = sorted(str(r.id) for r in db.exec(select(AnalyticsOutbox)))
+        assert all(r.delivered_at for r in db.exec(select(AnalyticsOutbox)))
+    shipped = fake.all_insert_ids()
+    assert sorted(shipped) == ids and len(set(shipped)) == len(shipped) == 25
+
+
+def test_a_rejected_row_is_recorded_and_reported(
+    db: Session, fake: FakeBigQuery, sink, capsys: pytest.CaptureFixture
+) -> None:
+    from vgen_app.cli import main
+
+    uid = make_user(db, "ann@example.com")
+    ledger.change_balance(db, uid, 100, "topup")
+    bad = db.exec(select(AnalyticsOutbox).order_by(AnalyticsOutbox.id)).first()
+    fake.reject_insert_ids = {str(bad.id)}
+    report = shipping.ship_once(db, sink)
+    assert (report.sent, report.rejected) == (1, 1)
+    db.expire_all()
+    row = db.get(AnalyticsOutbox, bad.id)
+    assert row.delivered_at is None and row.attempts == 1 and "no such field" in row.last_error
+    for _ in range(shipping.MAX_ROW_ATTEMPTS):
+        shipping.ship_once(db, sink)
+    st = shipping.status(db)
+    assert (st.pending, st.failed, st.delivered) == (0, 1, 1)
+    assert "no such field" in st.failed_examples[0]
+    assert main(["analytics", "status"]) == 1
+    out = capsys.readouterr().out
+    assert "failed: 1" in out and "no such field" in out
+    # Fixed upstream: retry, and it goes through.
+    fake.reject_insert_ids = set()
+    assert shipping.retry_failed(db) == 1
+    assert shipping.ship_once(db, sink).sent == 1
+    assert shipping.status(db).failed == 0
+
+
+def test_status_says_when_analytics_stay_local(db: Session, capsys: pytest.CaptureFixture) -> None:
+    from vgen_app.cli import main
+
+    make_user(db, "ann@example.com")
+    assert main(["analytics", "status"]) == 0
+    out = capsys.readouterr().out
+    assert "local only" in out and "pending: 1" in out
+
+
+# --- every event: exactly one row, every column filled -------------------------------------------
+
+
+def _rows(db: Session, table: str) -> list[dict[str, Any]]:
+    return [
+        r.row
+        for r in db.exec(select(AnalyticsOutbox).order_by(AnalyticsOutbox.id))
+        if r.table_name == table
+    ]
+
+
+def _filled(table: str, row: dict[str, Any]) -> bool:
+    from vgen_app.adapters.analytics import SCHEMAS, to_bigquery_row
+
+    bq = to_bigquery_row(table, 1, row)
+    return all(bq[f.name] not in (None, "") for f in SCHEMAS[table])
+
+
+def test_each_event_writes_one_complete_row(
+    db: Session, samples, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.test_billing import deliver, paid_event
+    from vgen_app.adapters import generation as gen
+    from vgen_app.adapters import storage as storage_mod
+    from vgen_app.services import clientinfo, runs, tasks
+
+    monkeypatch.setenv("STORAGE_URL", f"file://{tmp_path / 'storage'}")
+    monkeypatch.setenv("UPLOAD_TMP_DIR", str(tmp_path / "spool"))
+    reset_settings()
+    storage_mod._cache.clear()
+
+    # Sign-up from a public address, no proxy: geo from the offline lookup.
+    direct = clientinfo.from_request({"User-Agent": "Firefox/140"}, "81.2.69.160")
+    signup = accounts.signup(
+        db, "ann@example.com", "correct horse", direct, utm={"utm_source": "newsletter"}
+    )
+    accounts.activate(db, signup.mails[0].text.split("token=")[1].split()[0])
+    (row,) = _rows(db, "user_sessions")
+    assert (row["action"], row["geo"], row["ip"]) == ("signup", "GB", "81.2.69.160")
+    assert _filled("user_sessions", row)
+
+    # Login behind a trusted Cloudflare proxy: geo from CF-IPCountry.
+    monkeypatch.setenv("TRUSTED_PROXY_HOPS", "1")
+    reset_settings()
+    proxied = clientinfo.from_request(
+        {"User-Agent": "Chrome/150", "X-Forwarded-For": "203.0.113.50", "CF-IPCountry": "de"},
+        "10.0.0.2",
+    )
+    ticket = accounts.login(db, "ann@example.com", "correct horse", proxied).ticket
+    accounts.redeem_login_ticket(db, ticket, proxied)
+    login_rows = _rows(db, "user_sessions")[1:]
+    assert len(login_rows) == 1 and login_rows[0]["geo"] == "DE"
+    assert login_rows[0]["ip"] == "203.0.113.50" and _filled("user_sessions", login_rows[0])
+
+    uid = signup.user_id
+    before = len(_rows(db, "balance_changes"))
+    assert deliver(db, paid_event("cs_a", uid, package_id="10k", amount=1000)).status == "credited"
+    topups = _rows(db, "balance_changes")[before:]
+    assert [r["action"] for r in topups] == ["topup"] and _filled("balance_changes", topups[0])
+
+    ledger.change_balance(db, uid, -99_999, "used", reference="run_none")
+    refused = _rows(db, "balance_changes")[-1]
+    assert refused["outcome"] == "rejected" and _filled("balance_changes", refused)
+
+    task = tasks.create_task(db, uid, "lipsync")
+    ingest(uid, task.id, "video", samples["video"])
+    ingest(uid, task.id, "audio", samples["audio"])
+    n_changes = len(_rows(db, "balance_changes"))
+    run = runs.start_run(db, uid, task.id)
+    assert [r["action"] for r in _rows(db, "balance_changes")[n_changes:]] == ["used"]
+    failing = gen.Simulator(tmp_path / "sim", delay_s=0, failure_rate=1.0)
+    for _ in range(100):
+        runs.step(db, failing, storage_mod.get_storage())
+        db.expire_all()
+        if len(_rows(db, "balance_changes")) > n_changes + 1:
+            break
+        time.sleep(0.05)
+    launches = _rows(db, "generation_log")
+    assert len(launches) == 1 and launches[0]["properties"]["run_id"] == run.id
+    assert _filled("generation_log", launches[0])
+    refund = _rows(db, "balance_changes")[n_changes + 1 :]
+    assert [(r["action"], r["diff"], r["reference"]) for r in refund] == [
+        ("refund", run.price, run.id)
+    ]
+    assert _filled("balance_changes", refund[0])
