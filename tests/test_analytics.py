@@ -270,3 +270,13 @@ def test_each_event_writes_one_complete_row(
         ("refund", run.price, run.id)
     ]
     assert _filled("balance_changes", refund[0])
+
+
+def test_cli_user_lookup(db: Session, capsys: pytest.CaptureFixture) -> None:
+    from vgen_app.cli import main
+
+    uid = make_user(db, "ann@example.com")
+    assert main(["user", "Ann@Example.com"]) == 0
+    assert f"id={uid} email=ann@example.com status=activated balance=0" in capsys.readouterr().out
+    assert main(["user", uid]) == 0 and "ann@example.com" in capsys.readouterr().out
+    assert main(["user", "nobody@example.com"]) == 1

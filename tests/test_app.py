@@ -300,3 +300,11 @@ def test_check_email_page_never_echoes_arbitrary_text() -> None:
     assert ok.check_email_address == "ann@example.com"
     spoof = _state(CheckEmailState, "/check-email?email=Send+us+your+password")
     assert spoof.check_email_address == "your e-mail address"
+
+
+def test_health_checks_the_database(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert client.get("/api/health").json() == {"ok": True, "database": "ok"}
+    monkeypatch.setenv("DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
+    reset_settings()
+    down = client.get("/api/health")
+    assert down.status_code == 503 and down.json()["ok"] is False

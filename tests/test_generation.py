@@ -373,3 +373,15 @@ def test_get_generation_picks_by_settings_and_caches(
     finally:
         monkeypatch.undo()
         reset_settings()
+
+
+def test_simulator_submit_is_idempotent_by_client_ref(tmp_path) -> None:
+    from vgen_app.adapters.generation import Simulator
+
+    sim = Simulator(tmp_path / "sim", delay_s=0)
+    video = make_video(tmp_path / "v.mp4", seconds=1)
+    audio = make_audio(tmp_path / "a.m4a", seconds=1)
+    inputs = {"video": video.as_uri(), "audio": audio.as_uri()}
+    first = sim.submit("lipsync", inputs, {"client_ref": "run-1"})
+    assert sim.submit("lipsync", inputs, {"client_ref": "run-1"}) == first
+    assert sim.submit("lipsync", inputs, {"client_ref": "run-2"}) != first

@@ -55,6 +55,25 @@ def _analytics_status() -> int:
     return 1 if st.failed else 0
 
 
+def _user(query: str) -> int:
+    from vgen_app.db import with_db
+    from vgen_app.services import admin
+
+    found = with_db(admin.find_by_email, query) if "@" in query else []
+    if not found:
+        view = with_db(admin.get_user, query) if "@" not in query else None
+        found = [view] if view else []
+    if not found:
+        print(f"no user {query!r}")
+        return 1
+    for u in found:
+        print(
+            f"id={u.id} email={u.email} status={u.status} balance={u.balance} "
+            f"created={u.created_at}"
+        )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vgen")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -66,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     bq.add_argument("action", choices=["init"])
     an = sub.add_parser("analytics", help="the analytics outbox: `status`, `retry-failed`")
     an.add_argument("action", choices=["status", "retry-failed"])
+    user = sub.add_parser("user", help="look up a user by e-mail or id")
+    user.add_argument("query")
     args = parser.parse_args(argv)
 
     if args.cmd == "migrate":
@@ -80,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         files = sorted(folder.glob("*.eml")) if folder.exists() else []
         for f in files[-args.last :]:
             print(f)
+    elif args.cmd == "user":
+        return _user(args.query)
     elif args.cmd == "bigquery":
         return _bigquery_init()
     elif args.cmd == "analytics":

@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     run_timeout_seconds: int = Field(default=900, ge=10)
     # How often the worker looks at queued and in-flight runs.
     worker_poll_seconds: float = Field(default=1.0, gt=0)
+    # A background job's lease: a worker that stops renewing it (dead) loses it after this long.
+    worker_lease_seconds: float = Field(default=5.0, gt=0)
+    # Log format: "json" (one object per line, for log shippers) or "text".
+    log_format: str = Field(default="text", pattern="^(json|text)$")
     # Where uploads are spooled while streaming in (then moved into storage).
     upload_tmp_dir: Path = VAR_DIR / "uploads"
 

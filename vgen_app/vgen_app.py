@@ -3,6 +3,7 @@
 import reflex as rx
 
 from vgen_app.api.app import create_api
+from vgen_app.logs import configure_logging
 from vgen_app.ui import routes
 from vgen_app.ui.auth import (
     ForgotState,
@@ -16,6 +17,7 @@ from vgen_app.ui.auth import (
     signup_page,
     verify_page,
 )
+from vgen_app.ui.eventlog import EventLogMiddleware
 from vgen_app.ui.session import SessionState
 from vgen_app.ui.tasks import (
     DashboardState,
@@ -33,6 +35,8 @@ from vgen_app.ui.tokens import (
     tokens_page,
 )
 from vgen_app.worker import analytics_shipper, generation_worker, housekeeping
+
+configure_logging()
 
 app = rx.App(
     api_transformer=create_api(),
@@ -77,6 +81,7 @@ app.add_page(
     on_load=TestCheckoutState.on_load,
 )
 
+app.add_middleware(EventLogMiddleware())
 app.register_lifespan_task(housekeeping)
 app.register_lifespan_task(generation_worker)
 app.register_lifespan_task(analytics_shipper)

@@ -19,7 +19,6 @@ log = logging.getLogger("vgen.worker")
 
 HOUSEKEEPING_EVERY_SECONDS = 3600
 GENERATION_LEASE = "generation-worker"
-LEASE_TTL_SECONDS = 15
 HOLDER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
@@ -39,7 +38,7 @@ def generation_round() -> runs.StepReport | None:
     """One round, if this process holds the lease (blocking: runs in a worker thread)."""
     from vgen_app.db import with_db
 
-    if not with_db(leases.acquire, GENERATION_LEASE, HOLDER, LEASE_TTL_SECONDS):
+    if not with_db(leases.acquire, GENERATION_LEASE, HOLDER, get_settings().worker_lease_seconds):
         return None
     return with_db(runs.step, get_generation(), get_storage())
 
@@ -64,7 +63,9 @@ def shipping_round() -> shipping.ShipReport | None:
     from vgen_app.db import with_db
 
     sink = shipping.get_sink()
-    if sink is None or not with_db(leases.acquire, SHIPPER_LEASE, HOLDER, LEASE_TTL_SECONDS):
+    if sink is None or not with_db(
+        leases.acquire, SHIPPER_LEASE, HOLDER, get_settings().worker_lease_seconds
+    ):
         return None
     total = shipping.ShipReport()
     batch = get_settings().analytics_batch_size

@@ -7,6 +7,7 @@ All methods block (HTTP, files, ffmpeg): call from a worker thread, never on the
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -289,6 +290,18 @@ class Simulator:
             elif scheme not in ("http", "https"):
                 raise JobRejected(f"input {slot} must be a file:// or http(s):// URL")
         self.sweep()
+        # `params.client_ref` is an idempotency key: a repeated submit (a worker that died between
+        # submitting and recording the job id) gets the same job back instead of a second one.
+        client_ref = str((params or {}).get("client_ref") or "")
+        ref_path = None
+        if client_ref:
+            refs = self.workdir / "refs"
+            refs.mkdir(parents=True, exist_ok=True)
+            ref_path = refs / hashlib.sha256(client_ref.encode()).hexdigest()
+            if ref_path.exists():
+                existing = ref_path.read_text().strip()
+                if existing and self._job_path(existing).exists():
+                    return existing
         record = {
             "id": f"sim_{secrets.token_hex(12)}",
             "model": model,
@@ -303,6 +316,13 @@ class Simulator:
             "error": None,
         }
         self._save(record)
+        if ref_path is not None:
+            try:  # first writer wins; a concurrent twin returns the winner's job
+                with open(ref_path, "x") as f:
+                    f.write(record["id"])
+            except FileExistsError:
+                self._job_path(record["id"]).unlink(missing_ok=True)
+                return ref_path.read_text().strip()
         _pool().submit(self._work, record["id"])
         return record["id"]
 

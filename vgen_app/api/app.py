@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from vgen_app.api import auth_routes, files, webhooks
+from vgen_app.api import auth_routes, files, health, webhooks
 from vgen_app.api.internal import create_internal_api
+from vgen_app.logs import request_logger
 
 
 def create_api() -> FastAPI:
     # No /docs, /redoc or /openapi.json at the root: those paths belong to the app's pages.
     api = FastAPI(title="vgen", docs_url=None, redoc_url=None, openapi_url=None)
+    api.middleware("http")(request_logger())
     api.include_router(auth_routes.router)
     api.include_router(webhooks.router)
     api.include_router(files.router)
+    api.include_router(health.router)
     # The admin API has its own OpenAPI schema, served under /api/internal/.
     api.mount("/api/internal", create_internal_api())
     return api

@@ -33,9 +33,10 @@ async def redeem_ticket(request: Request, ticket: str = "", next: str = "/") -> 
         request.headers, request.client.host if request.client else None
     )
     try:
-        token, _user = await run_db(accounts.redeem_login_ticket, ticket, client)
+        token, user = await run_db(accounts.redeem_login_ticket, ticket, client)
     except accounts.AccountError:
         return RedirectResponse(_app("/login?expired=1"), status_code=303)
+    request.state.user_id = user.id
     response = RedirectResponse(_app(safe_next(next)), status_code=303)
     response.headers["Cache-Control"] = "no-store"
     set_session_cookie(response, token)

@@ -28,6 +28,7 @@ async def download_result(run_id: str, request: Request) -> Response:
     user = await run_db(sessions.validate, token) if token else None
     if user is None:
         return JSONResponse({"detail": "Log in to download."}, status_code=401)
+    request.state.user_id = user.user_id
     try:
         run = await run_db(runs.result_of, user.user_id, run_id)
         task = await run_db(tasks.get_task, user.user_id, run.task_id)

@@ -233,7 +233,7 @@ def submit_queued(
             continue
         try:
             urls = {slot: storage.url_for(i["storage_key"]) for slot, i in run.inputs.items()}
-            job_id = provider.submit(run.model, urls, {})
+            job_id = provider.submit(run.model, urls, {"client_ref": run.id})
         except gen.JobRejected as exc:
             report.failed += fail_run(db, run.id, f"The generation service refused the job: {exc}")
             continue

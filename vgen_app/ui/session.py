@@ -22,6 +22,7 @@ class SessionState(rx.State):
     user_email: str = ""
     balance: int = 0
     authenticated: bool = False
+    _user_id: str = ""  # backend only: for logs
 
     @rx.var
     def balance_label(self) -> str:
@@ -36,8 +37,10 @@ class SessionState(rx.State):
         user = await run_db(sessions.validate, token) if token else None
         if user is None:
             self.user_email, self.balance, self.authenticated = "", 0, False
+            self._user_id = ""
         else:
             self.user_email, self.balance, self.authenticated = user.email, user.balance, True
+            self._user_id = user.user_id
         return user
 
     def _login_redirect(self) -> rx.event.EventSpec:
