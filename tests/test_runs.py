@@ -348,3 +348,22 @@ def test_talking_photo_and_faceswap_produce_video(
         storage.download_to(done.result_key, out)
         info = media.probe(out)
         assert info.kind == "video" and abs(info.duration_s - 2.0) < 0.3
+
+
+def test_forked_workers_have_distinct_lease_identities() -> None:
+    """Granian forks app workers from a supervisor that imported the app: identities must differ."""
+    import multiprocessing
+
+    from vgen_app import worker
+
+    parent = worker.holder()
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(2) as pool:
+        children = pool.map(_holder_in_child, range(2))
+    assert len({parent, *children}) == 3
+
+
+def _holder_in_child(_: int) -> str:
+    from vgen_app import worker
+
+    return worker.holder()

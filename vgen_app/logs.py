@@ -75,6 +75,8 @@ def request_logger() -> Callable[..., Awaitable[Any]]:
     """FastAPI middleware: one line per /api request (path without its query: it may hold tickets)."""
 
     async def middleware(request: Any, call_next: Callable[[Any], Awaitable[Any]]) -> Any:
+        if not request.url.path.startswith(("/api/", "/_upload")):
+            return await call_next(request)  # static assets and pages: the proxy logs those
         start = time.perf_counter()
         status = 500
         try:

@@ -19,7 +19,16 @@ log = logging.getLogger("vgen.worker")
 
 HOUSEKEEPING_EVERY_SECONDS = 3600
 GENERATION_LEASE = "generation-worker"
-HOLDER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+_holders: dict[int, str] = {}
+
+
+def holder() -> str:
+    """This process's lease identity. Computed per pid: app workers are forked from a supervisor
+    that imported this module, and a shared identity would let every worker hold the lease."""
+    pid = os.getpid()
+    if pid not in _holders:
+        _holders[pid] = f"{socket.gethostname()}:{pid}:{uuid.uuid4().hex[:8]}"
+    return _holders[pid]
 
 
 async def housekeeping() -> None:
@@ -38,7 +47,7 @@ def generation_round() -> runs.StepReport | None:
     """One round, if this process holds the lease (blocking: runs in a worker thread)."""
     from vgen_app.db import with_db
 
-    if not with_db(leases.acquire, GENERATION_LEASE, HOLDER, get_settings().worker_lease_seconds):
+    if not with_db(leases.acquire, GENERATION_LEASE, holder(), get_settings().worker_lease_seconds):
         return None
     return with_db(runs.step, get_generation(), get_storage())
 
@@ -64,7 +73,7 @@ def shipping_round() -> shipping.ShipReport | None:
 
     sink = shipping.get_sink()
     if sink is None or not with_db(
-        leases.acquire, SHIPPER_LEASE, HOLDER, get_settings().worker_lease_seconds
+        leases.acquire, SHIPPER_LEASE, holder(), get_settings().worker_lease_seconds
     ):
         return None
     total = shipping.ShipReport()

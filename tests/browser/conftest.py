@@ -114,9 +114,50 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         time.sleep(1)
 
 
-@pytest.fixture(scope="session")
-def app_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningApp]:
+def _scaled_env(workdir: Path) -> tuple[dict[str, str], callable]:
+    """PostgreSQL (a fresh database) + Redis + 3 workers: the production shape."""
+    import psycopg
+    import redis
+
+    from tests.conftest import PG_ADMIN_DSN, REQUIRE_PG
+
+    name = f"vgen_browser_{os.getpid()}"
+    try:
+        with psycopg.connect(PG_ADMIN_DSN, autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{name}"')
+        client = redis.Redis(host="127.0.0.1", port=6379, db=7, socket_connect_timeout=3)
+        client.flushdb()
+    except Exception as exc:  # noqa: BLE001
+        if REQUIRE_PG:
+            pytest.fail(f"PostgreSQL and Redis are required here: {exc}")
+        pytest.skip(f"PostgreSQL/Redis not available: {exc}")
+
+    def cleanup() -> None:
+        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    base = PG_ADMIN_DSN.rsplit("/", 1)[0]
+    env = {
+        "DATABASE_URL": f"{base}/{name}",
+        "REDIS_URL": "redis://127.0.0.1:6379/7",
+        "GRANIAN_WORKERS": "3",
+        "GENERATION_SIM_DIR": str(workdir / "simulator"),
+        "STORAGE_URL": f"file://{workdir / 'storage'}",
+    }
+    return env, cleanup
+
+
+@pytest.fixture(scope="session", params=["sqlite-1-worker", "postgres-redis-3-workers"])
+def app_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningApp]:
+    """The app as `make run` starts it: on the embedded defaults (SQLite, one worker), and in the
+    production shape (PostgreSQL + Redis, three workers)."""
     workdir = tmp_path_factory.mktemp("browser-app")
+    scaled, cleanup = ({}, None)
+    if request.param == "postgres-redis-3-workers":
+        scaled, cleanup = _scaled_env(workdir)
     port = _free_port()
     url = f"http://localhost:{port}"
     outbox = workdir / "outbox"
@@ -133,9 +174,12 @@ def app_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningApp]
         # The journeys count activation mails: no "one link mail per minute" throttle here.
         MAIL_LINK_INTERVAL_SECONDS="0",
         PYTHONUNBUFFERED="1",
+        STORAGE_URL=f"file://{workdir / 'storage'}",
+        GENERATION_SIM_DIR=str(workdir / "simulator"),
         # Its own frontend build folder: a developer's running `make run`/`make dev` keeps its .web.
         REFLEX_WEB_WORKDIR=str(ROOT / ".web-test"),
     )
+    env.update(scaled)
 
     log_file = open(log_path, "wb")  # noqa: SIM115 - closed at teardown
     proc = subprocess.Popen(
@@ -170,6 +214,8 @@ def app_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningApp]
     finally:
         _kill_group(proc)
         log_file.close()
+        if cleanup is not None:
+            cleanup()
 
 
 # --- the browser ---------------------------------------------------------------------------------

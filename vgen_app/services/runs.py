@@ -341,7 +341,8 @@ def keep_result(
     db: Session, run: Run, job: gen.Job, provider: gen.GenerationProvider, storage: Storage
 ) -> bool:
     """Copy the result into our storage at once: the service forgets finished jobs."""
-    key = f"results/{run.task_id}/{run.id}.mp4"
+    # A key of its own per save: if two savers ever raced, the loser deletes only its own copy.
+    key = f"results/{run.task_id}/{run.id}-{new_id()[:6]}.mp4"
     with tempfile.TemporaryDirectory(prefix="vgen-result-") as tmp:
         dest = Path(tmp) / "result.mp4"
         try:
