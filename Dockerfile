@@ -22,7 +22,7 @@ COPY landing ./landing
 ARG APP_URL=http://localhost:3000
 ENV APP_URL=$APP_URL
 RUN reflex export --frontend-only --no-zip && rm -rf .web/node_modules/.cache
-RUN python -m landing.build || true
+RUN python -m landing.build
 
 FROM python:3.11-slim AS runtime
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \

@@ -44,3 +44,21 @@ test-fast: install
 
 clean:
 	rm -rf .web var/test-*
+
+.PHONY: landing landing-serve bench bench-landing
+
+## The static landing into landing/dist/ (APP_URL, TELEGRAM_SUPPORT_URL from the environment or .env).
+landing: install
+	$(BIN)/python -m landing.build
+
+## Build the landing and preview it on http://localhost:8080.
+landing-serve: install
+	$(BIN)/python -m landing.build --serve $${LANDING_PORT:-8080}
+
+## Benchmarks (figures as ratios against floors measured in the same run).
+bench: install
+	$(BIN)/python bench/analytics_shipping.py
+
+## Lighthouse scores and page weight of every landing page (installs lighthouse into bench/.lighthouse).
+bench-landing: install
+	$(BIN)/python bench/lighthouse_landing.py

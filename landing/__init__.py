@@ -1,0 +1,1 @@
+"""The static landing: `python -m landing.build` (see landing/README.md)."""

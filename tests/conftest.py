@@ -1,4 +1,5 @@
-"""Shared fixtures. Service tests run on SQLite and on the local PostgreSQL (`db` is parametrized).
+"""Shared fixtures. Service tests run on SQLite and on the local PostgreSQL (`db` is parametrized);
+the ledger, webhook and run tests (D1_MODULES) also on a fake Cloudflare D1 (tests/fake_d1.py).
 
 The environment is set before the app is imported: a throw-away var folder, a cheap bcrypt.
 """
@@ -93,6 +94,26 @@ def postgres_url() -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+# The modules whose tests also run on D1 (`[d1]`); elsewhere that variant is deselected.
+D1_MODULES = {"test_ledger.py", "test_billing.py", "test_runs.py"}
+
+
+@pytest.fixture(scope="session")
+def fake_d1_url() -> Iterator[str]:
+    """A fake Cloudflare D1 (HTTP API on sqlite3), migrated through the dialect like a real one."""
+    pytest.importorskip("sqlalchemy_cloudflare_d1")
+    from tests.fake_d1 import FakeD1
+
+    fake = FakeD1(str(_TMP / "d1.sqlite"))
+    try:
+        url = fake.url()
+        migrate(url)
+        yield url
+        dbmod.dispose_engines()
+    finally:
+        fake.close()
+
+
 def _wipe(url: str) -> None:
     engine = dbmod.make_engine(url)
     tables = [t.name for t in reversed(SQLModel.metadata.sorted_tables)]
@@ -105,10 +126,11 @@ def _wipe(url: str) -> None:
     engine.dispose()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres), "d1"])
 def database_url(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A migrated, empty database, selected as DATABASE_URL for the code under test."""
-    url = request.getfixturevalue(f"{request.param}_url")
+    fixture = {"sqlite": "sqlite_url", "postgres": "postgres_url", "d1": "fake_d1_url"}
+    url = request.getfixturevalue(fixture[request.param])
     _wipe(url)
     monkeypatch.setenv("DATABASE_URL", url)
     reset_settings()
@@ -134,5 +156,17 @@ def _fresh_clock_and_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Fast tests first; real-browser journeys last (Playwright's sync API holds an event loop on
-    the main thread while it runs, which would break the asyncio-based tests after it)."""
+    the main thread while it runs, which would break the asyncio-based tests after it).
+    The `[d1]` variant runs only for D1_MODULES."""
+    off_d1 = [
+        item
+        for item in items
+        if getattr(item, "callspec", None) is not None
+        and item.callspec.params.get("database_url") == "d1"
+        and item.path.name not in D1_MODULES
+    ]
+    if off_d1:
+        config.hook.pytest_deselected(items=off_d1)
+        drop = {id(item) for item in off_d1}
+        items[:] = [item for item in items if id(item) not in drop]
     items.sort(key=lambda item: item.get_closest_marker("browser") is not None)

@@ -36,6 +36,7 @@ class FakeD1:
         self.lock = threading.Lock()
         self.log: list[str] = []  # every statement received, in order
         self.calls: list[str] = []  # endpoint of each request: query | raw
+        self.requests: list[tuple[str, list[str]]] = []  # (endpoint, its statements) per request
         self._server = make_server("127.0.0.1", 0, self._app, threaded=True, request_handler=_Quiet)
         self._thread = threading.Thread(
             target=self._server.serve_forever, args=(0.05,), daemon=True
@@ -93,8 +94,10 @@ class FakeD1:
         endpoint = match.group(3)
         self.calls.append(endpoint)
         body = request.get_json(force=True)
+        queries = body.get("batch", [body])
+        self.requests.append((endpoint, [q.get("sql", "") for q in queries]))
         try:
-            results = self.run(body.get("batch", [body]))
+            results = self.run(queries)
         except sqlite3.Error as exc:  # D1's shape: HTTP 400, code 7500, SQLite's message
             kind = "CONSTRAINT" if isinstance(exc, sqlite3.IntegrityError) else "ERROR"
             error = {"code": 7500, "message": f"{exc}: SQLITE_{kind}"}

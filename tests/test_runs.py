@@ -358,12 +358,17 @@ def test_forked_workers_have_distinct_lease_identities() -> None:
 
     parent = worker.holder()
     ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(2) as pool:
-        children = pool.map(_holder_in_child, range(2))
-    assert len({parent, *children}) == 3
+    queue = ctx.Queue()
+    children = [ctx.Process(target=_holder_in_child, args=(queue,)) for _ in range(2)]
+    for child in children:
+        child.start()
+    found = [queue.get(timeout=30) for _ in children]
+    for child in children:
+        child.join(timeout=30)
+    assert len({parent, *found}) == 3
 
 
-def _holder_in_child(_: int) -> str:
+def _holder_in_child(queue) -> None:
     from vgen_app import worker
 
-    return worker.holder()
+    queue.put(worker.holder())

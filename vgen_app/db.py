@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from sqlalchemy import event
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy import bindparam, event, text
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.sql import Executable
+from sqlalchemy.sql.elements import TextClause
 from sqlmodel import Session, create_engine
 
 from vgen_app.config import get_settings
@@ -18,6 +23,8 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 _engines: dict[str, Engine] = {}
+
+D1 = "cloudflare_d1"
 
 
 def normalize_url(url: str) -> str:
@@ -53,6 +60,21 @@ def make_engine(url: str) -> Engine:
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    if parsed.get_backend_name() == D1:
+        # Cloudflare D1 over HTTP (docs/d1.md): a "connection" has no state to ping, and every
+        # statement commits on its own, so multi-statement writes go through `run_batch`.
+        engine = create_engine(url, pool_pre_ping=False)
+
+        @event.listens_for(engine, "handle_error")
+        def _d1_integrity(ctx: Any) -> None:
+            # The dialect raises every D1 error as OperationalError; give constraint failures the
+            # IntegrityError that SQLite and psycopg raise (and our services catch).
+            if "constraint failed" in str(ctx.original_exception):
+                raise IntegrityError(
+                    ctx.statement, ctx.parameters, ctx.original_exception
+                ) from ctx.original_exception
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
@@ -96,3 +118,69 @@ def end_read(session: Session) -> None:
     """End a read-only transaction, keeping loaded objects usable (commit expires nothing here,
     unlike rollback). On SQLite this also releases the lock before slow work (bcrypt, HTTP)."""
     session.commit()
+
+
+# --- Cloudflare D1: one request = one transaction ---------------------------------------------------
+
+
+def is_d1(bind: Session | Engine | Connection) -> bool:
+    """True when this session/engine talks to Cloudflare D1 (no transaction spans two requests)."""
+    engine = bind.get_bind() if isinstance(bind, Session) else bind
+    return engine.dialect.name == D1
+
+
+def sql(statement: str, **values: Any) -> TextClause:
+    """A text statement with the values it names bound (datetimes as UTCDateTime)."""
+    from vgen_app.models import UTCDateTime
+
+    names = set(re.findall(r"(?<!:):(\w+)", statement))
+    binds = [
+        bindparam(k, v, type_=UTCDateTime()) if isinstance(v, datetime) else bindparam(k, v)
+        for k, v in values.items()
+        if k in names
+    ]
+    return text(statement).bindparams(*binds)
+
+
+def run_batch(db: Session, statements: Sequence[Executable]) -> list[list[dict[str, Any]]]:
+    """Run statements all or nothing; each one's RETURNING rows (as dicts).
+
+    SQLite/PostgreSQL: in the session's transaction (the caller commits). D1: one `/query` batch,
+    which D1 runs as its own transaction, over the dialect's own HTTP client and credentials."""
+    conn = db.connection()
+    dialect = conn.dialect
+    if dialect.name != D1:
+        out = []
+        for stmt in statements:
+            result = conn.execute(stmt)  # fetched at once: SQLite sets changes() when one ends
+            out.append([dict(r) for r in result.mappings()] if result.returns_rows else [])
+        return out
+    batch = []
+    for stmt in statements:
+        compiled = stmt.compile(dialect=dialect)
+        values = compiled.construct_params()
+        params = []
+        for name in compiled.positiontup or []:
+            proc = compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
+            params.append(proc(values[name]) if proc else values[name])
+        batch.append({"sql": compiled.string, "params": params})
+    raw = conn.connection.dbapi_connection  # sqlalchemy_cloudflare_d1.Connection
+    response = raw.client.post(f"{raw.base_url}/query", json={"batch": batch})
+    try:
+        body = response.json()
+    except ValueError:  # not D1's JSON envelope (a proxy's error page, say)
+        body = {"errors": [{"message": f"HTTP {response.status_code}: {response.text[:200]}"}]}
+    if not body.get("success"):
+        message = "; ".join(e.get("message", "") for e in body.get("errors") or [])
+        cls = IntegrityError if "constraint failed" in message else OperationalError
+        raise cls(batch[0]["sql"], None, Exception(message))
+    return [r.get("results") or [] for r in body["result"]]
+
+
+def refresh_loaded(db: Session, model: type, *ids: Any) -> None:
+    """After a D1 batch (it bypasses the ORM): reload those of these rows the session holds, as
+    the ORM's own UPDATE would have synchronized them."""
+    for ident in ids:
+        obj = db.identity_map.get(Session.identity_key(model, ident))
+        if obj is not None:
+            db.refresh(obj)

@@ -1,0 +1,1 @@
+"""Helpers for the landing that the build does not need (sample clips)."""

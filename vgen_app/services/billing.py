@@ -14,7 +14,7 @@ from sqlmodel import Session
 from vgen_app import clock
 from vgen_app.adapters.payments import CheckoutRequest, PaymentProvider, TestCheckout
 from vgen_app.config import TokenPackage, get_settings
-from vgen_app.db import end_read
+from vgen_app.db import end_read, is_d1, refresh_loaded, run_batch, sql
 from vgen_app.models import CheckoutSession, LedgerAction, PaymentCredit, User
 from vgen_app.services import ledger
 
@@ -176,6 +176,8 @@ def credit_checkout(db: Session, obj: dict[str, Any], event_id: str) -> WebhookR
         )
         return WebhookResult("ignored", "amount does not match the package")
 
+    if is_d1(db):  # D1 commits each statement on its own: the credit must be one batch
+        return _credit_d1(db, session_id, event_id[:255], user_id, tokens)
     credit = PaymentCredit(
         checkout_session_id=session_id, event_id=event_id[:255], user_id=user_id, tokens=tokens
     )
@@ -200,6 +202,47 @@ def credit_checkout(db: Session, obj: dict[str, Any], event_id: str) -> WebhookR
     if local is not None:
         local.status, local.paid_at = "paid", clock.now()
         db.add(local)
+    db.commit()
+    log.info("checkout %s: credited %d tokens to %s", session_id, tokens, user_id)
+    return WebhookResult("credited", change=change)
+
+
+def _credit_d1(
+    db: Session, session_id: str, event_id: str, user_id: str, tokens: int
+) -> WebhookResult:
+    """`credit_checkout` on Cloudflare D1 (docs/d1.md): the credit row, the ledger change, the
+    link and the checkout's `paid` in one all-or-nothing batch. A redelivery (the credit row's
+    primary key) or an unknown user (its foreign key) fails the whole batch: nothing is written."""
+    now = clock.now()
+    v = {"cs": session_id, "event_id": event_id, "uid": user_id, "tokens": tokens, "now": now}
+    statements = [
+        sql(
+            "INSERT INTO payment_credits (checkout_session_id, event_id, user_id, tokens,"
+            " created_at) VALUES (:cs, :event_id, :uid, :tokens, :now)",
+            **v,
+        ),
+        *ledger.d1_statements(
+            user_id, tokens, LedgerAction.TOPUP.value, session_id, f"{tokens:,} tokens", now
+        ),
+        sql(
+            "UPDATE payment_credits SET ledger_entry_id ="
+            " (SELECT max(id) FROM ledger_entries WHERE user_id = :uid)"
+            " WHERE checkout_session_id = :cs",
+            **v,
+        ),
+        sql("UPDATE checkout_sessions SET status = 'paid', paid_at = :now WHERE id = :cs", **v),
+    ]
+    try:
+        rows = run_batch(db, statements)
+    except IntegrityError:
+        db.rollback()
+        if db.get(PaymentCredit, session_id) is not None:
+            db.rollback()
+            return WebhookResult("duplicate", "already credited")
+        log.error("checkout %s: unknown user %r", session_id, user_id)
+        return WebhookResult("ignored", "unknown user")
+    change = ledger.d1_change(db, rows[2], user_id, LedgerAction.TOPUP.value, tokens, session_id)
+    refresh_loaded(db, CheckoutSession, session_id)
     db.commit()
     log.info("checkout %s: credited %d tokens to %s", session_id, tokens, user_id)
     return WebhookResult("credited", change=change)

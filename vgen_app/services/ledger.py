@@ -8,12 +8,15 @@ transaction. A refused change alters nothing but is recorded too (outcome `rejec
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, update
+from sqlalchemy.sql.elements import TextClause
 from sqlmodel import Session, col, select
 
 from vgen_app import clock
-from vgen_app.db import end_read
+from vgen_app.db import end_read, is_d1, refresh_loaded, run_batch, sql
 from vgen_app.models import LedgerAction, LedgerEntry, User
 from vgen_app.services import outbox
 
@@ -53,6 +56,9 @@ def apply_change(
         raise ValueError("diff must be a non-zero integer")
     if abs(diff) > MAX_ABS_DIFF:
         raise ValueError("diff is too large")
+    if is_d1(db):  # D1 has no multi-request transaction: one batch, committed at once
+        rows = run_batch(db, d1_statements(user_id, diff, action, reference, note, clock.now()))
+        return d1_change(db, rows[1], user_id, action, diff, reference)
     row = db.exec(
         update(User)
         .where(col(User.id) == user_id, col(User.balance) + diff >= 0)
@@ -108,6 +114,83 @@ def apply_change(
         old_balance,
         new_balance,
         entry.id,
+        reference,
+    )
+
+
+# --- Cloudflare D1 (docs/d1.md): no transaction spans two requests, so a change is one batch -------
+
+
+def d1_statements(
+    user_id: str,
+    diff: int,
+    action: str,
+    reference: str | None,
+    note: str | None,
+    now: datetime,
+    guard: str = "1",
+    **extra: Any,
+) -> list[TextClause]:
+    """The change as 3 statements for one all-or-nothing batch (SQLite SQL; D1 is SQLite).
+
+    `changes()` carries "did the UPDATE apply" into the ledger INSERT, and "was a ledger row
+    written" into the outbox INSERT. `guard` (SQL) must hold for anything to be written at all
+    (not even a `rejected` record); `extra` binds the names it uses. The ledger INSERT returns the
+    entry (no row: unknown user, or the guard failed)."""
+    v: dict[str, Any] = dict(
+        uid=user_id, diff=diff, action=action, reference=reference, note=note, now=now, **extra
+    )
+    return [
+        sql(
+            "UPDATE users SET balance = balance + :diff"
+            f" WHERE id = :uid AND balance + :diff >= 0 AND {guard}",
+            **v,
+        ),
+        sql(
+            "INSERT INTO ledger_entries (user_id, email, action, diff, old_balance, new_balance,"
+            " outcome, reference, note, created_at)"
+            " SELECT id, email, :action, :diff,"
+            " CASE WHEN changes() = 1 THEN balance - :diff ELSE balance END, balance,"
+            " CASE WHEN changes() = 1 THEN 'applied' ELSE 'rejected' END, :reference, :note, :now"
+            f" FROM users WHERE id = :uid AND {guard}"
+            " RETURNING id, email, old_balance, new_balance, outcome",
+            **v,
+        ),
+        sql(
+            "INSERT INTO analytics_outbox (table_name, row, created_at, attempts)"
+            " SELECT 'balance_changes', json_object('timestamp', :ts, 'userid', user_id,"
+            " 'email', email, 'action', action, 'diff', diff, 'old_balance', old_balance,"
+            " 'new_balance', new_balance, 'outcome', outcome, 'reference', reference,"
+            " 'ledger_entry_id', id), :now, 0"
+            " FROM ledger_entries WHERE changes() = 1 AND id = last_insert_rowid()",
+            ts=now.isoformat(),
+            **v,
+        ),
+    ]
+
+
+def d1_change(
+    db: Session,
+    entry_rows: list[dict[str, Any]],
+    user_id: str,
+    action: str,
+    diff: int,
+    reference: str | None,
+) -> BalanceChange:
+    """The BalanceChange from the ledger INSERT's RETURNING rows of a D1 batch."""
+    if not entry_rows:
+        raise UnknownUser(user_id)
+    e = entry_rows[0]
+    refresh_loaded(db, User, user_id)
+    return BalanceChange(
+        e["outcome"] == APPLIED,
+        user_id,
+        e["email"],
+        action,
+        diff,
+        int(e["old_balance"]),
+        int(e["new_balance"]),
+        int(e["id"]),
         reference,
     )
 

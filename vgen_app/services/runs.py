@@ -3,20 +3,22 @@ result, fail and refund exactly once."""
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import func, update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from vgen_app import clock
 from vgen_app.adapters import generation as gen
 from vgen_app.adapters.storage import Storage, StorageError
 from vgen_app.config import get_settings
-from vgen_app.db import end_read
+from vgen_app.db import end_read, is_d1, refresh_loaded, run_batch, sql
 from vgen_app.models import LedgerAction, Run, RunStatus, Task, TaskInput, User, new_id
 from vgen_app.services import ledger, outbox
 from vgen_app.services.tasks import IN_FLIGHT, NotFound, TaskError, spec_of
@@ -72,6 +74,9 @@ def start_run(db: Session, owner_id: str, task_id: str) -> Run:
         db.exec(select(func.coalesce(func.max(Run.attempt), 0)).where(Run.task_id == task_id)).one()
     )
     run_id = new_id()
+    if is_d1(db):  # D1 commits each statement on its own and locks nothing: one batch
+        note = f"{spec.title}, attempt {attempt}"
+        return _start_run_d1(db, owner_id, task_id, run_id, price, spec.id, inputs, note)
     change = ledger.apply_change(
         db,
         owner_id,
@@ -146,6 +151,8 @@ def result_of(db: Session, owner_id: str, run_id: str) -> Run:
 def fail_run(db: Session, run_id: str, error: str) -> bool:
     """Fail an unfinished run and refund its price — exactly once, whoever calls it how often."""
     now = clock.now()
+    if is_d1(db):  # D1 commits each statement on its own: the failure and refund are one batch
+        return _fail_run_d1(db, run_id, error, now)
     result = db.exec(
         update(Run)
         .where(col(Run.id) == run_id, col(Run.status).in_(IN_FLIGHT))
@@ -172,6 +179,107 @@ def fail_run(db: Session, run_id: str, error: str) -> bool:
     )
     db.commit()
     log.info("run %s failed (%s); refunded %d tokens", run_id, error, run.price)
+    return True
+
+
+# --- Cloudflare D1 (docs/d1.md): each operation is one all-or-nothing batch, decided in SQL -----
+
+_IDLE = (
+    "NOT EXISTS (SELECT 1 FROM runs WHERE task_id = :task_id"
+    " AND status IN ('queued', 'processing'))"
+)
+
+
+def _start_run_d1(
+    db: Session,
+    owner_id: str,
+    task_id: str,
+    run_id: str,
+    price: int,
+    model: str,
+    inputs: dict,
+    note: str,
+) -> Run:
+    """Touch the task, debit (only if the task is idle) and insert the run (only if the debit
+    applied), `attempt` computed in SQL. The checks above were reads: these guards close races."""
+    now = clock.now()
+    v = {"uid": owner_id, "task_id": task_id, "run_id": run_id, "price": price, "now": now}
+    statements = [
+        sql("UPDATE tasks SET updated_at = :now WHERE id = :task_id AND owner_id = :uid", **v),
+        *ledger.d1_statements(
+            owner_id, -price, LedgerAction.USED.value, run_id, note, now, _IDLE, task_id=task_id
+        ),
+        sql(
+            "INSERT INTO runs (id, task_id, owner_id, attempt, status, progress, price, model,"
+            " inputs, submit_attempts, created_at, updated_at)"
+            " SELECT :run_id, :task_id, :uid,"
+            " (SELECT coalesce(max(attempt), 0) + 1 FROM runs WHERE task_id = :task_id),"
+            " 'queued', 0.0, :price, :model, :inputs, 0, :now, :now"
+            " FROM ledger_entries WHERE id = (SELECT max(id) FROM ledger_entries"
+            " WHERE user_id = :uid) AND reference = :run_id AND outcome = 'applied'"
+            " RETURNING id",
+            model=model,
+            inputs=json.dumps(inputs),
+            **v,
+        ),
+    ]
+    try:
+        rows = run_batch(db, statements)
+    except IntegrityError:  # the task was deleted meanwhile (the run's foreign key)
+        db.rollback()
+        raise NotFound() from None
+    if not rows[2]:  # the guard failed: another start won the race
+        db.rollback()
+        raise TaskError("busy", "This task is already running.")
+    change = ledger.d1_change(db, rows[2], owner_id, LedgerAction.USED.value, -price, run_id)
+    if not change.applied:
+        db.commit()  # the refused attempt stays recorded
+        raise InsufficientTokens(price, change.old_balance)
+    refresh_loaded(db, Task, task_id)
+    run = db.get(Run, run_id)
+    assert run is not None and rows[4]
+    db.commit()
+    return run
+
+
+def _fail_run_d1(db: Session, run_id: str, error: str, now: datetime) -> bool:
+    """The refund (guarded on the run being in flight) first, then the run's conditional UPDATE:
+    both see the same state inside the batch, so a second call refunds nothing."""
+    run = db.exec(select(Run.owner_id, Run.price, Run.attempt).where(Run.id == run_id)).first()
+    if run is None:
+        db.rollback()
+        return False
+    owner_id, price, attempt = run
+    in_flight = (
+        "EXISTS (SELECT 1 FROM runs WHERE id = :run_id AND status IN ('queued', 'processing'))"
+    )
+    statements = [
+        *ledger.d1_statements(
+            owner_id,
+            price,
+            LedgerAction.REFUND.value,
+            run_id,
+            f"refund of attempt {attempt}",
+            now,
+            in_flight,
+            run_id=run_id,
+        ),
+        sql(
+            "UPDATE runs SET status = 'failed', error = :error, finished_at = :now,"
+            " updated_at = :now, refunded_at = :now"
+            " WHERE id = :run_id AND status IN ('queued', 'processing')",
+            error=error[:1000],
+            now=now,
+            run_id=run_id,
+        ),
+    ]
+    rows = run_batch(db, statements)
+    if not rows[1]:
+        db.rollback()
+        return False
+    refresh_loaded(db, Run, run_id)
+    db.commit()
+    log.info("run %s failed (%s); refunded %d tokens", run_id, error, price)
     return True
 
 
