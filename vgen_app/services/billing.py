@@ -185,12 +185,7 @@ def credit_checkout(db: Session, obj: dict[str, Any], event_id: str) -> WebhookR
     try:
         db.flush()
     except IntegrityError:
-        db.rollback()
-        if db.get(PaymentCredit, session_id) is not None:
-            db.rollback()
-            return WebhookResult("duplicate", "already credited")
-        log.error("checkout %s: unknown user %r", session_id, user_id)
-        return WebhookResult("ignored", "unknown user")
+        return _refused_credit(db, session_id, user_id)
     try:
         change = ledger.apply_change(
             db, user_id, tokens, LedgerAction.TOPUP, reference=session_id, note=f"{tokens:,} tokens"
@@ -205,6 +200,17 @@ def credit_checkout(db: Session, obj: dict[str, Any], event_id: str) -> WebhookR
     db.commit()
     log.info("checkout %s: credited %d tokens to %s", session_id, tokens, user_id)
     return WebhookResult("credited", change=change)
+
+
+def _refused_credit(db: Session, session_id: str, user_id: str) -> WebhookResult:
+    """The credit row was refused: it exists (a redelivery) or its user does not."""
+    db.rollback()
+    if db.get(PaymentCredit, session_id) is not None:
+        db.rollback()
+        return WebhookResult("duplicate", "already credited")
+    db.rollback()
+    log.error("checkout %s: unknown user %r", session_id, user_id)
+    return WebhookResult("ignored", "unknown user")
 
 
 def _credit_d1(
@@ -235,12 +241,7 @@ def _credit_d1(
     try:
         rows = run_batch(db, statements)
     except IntegrityError:
-        db.rollback()
-        if db.get(PaymentCredit, session_id) is not None:
-            db.rollback()
-            return WebhookResult("duplicate", "already credited")
-        log.error("checkout %s: unknown user %r", session_id, user_id)
-        return WebhookResult("ignored", "unknown user")
+        return _refused_credit(db, session_id, user_id)
     change = ledger.d1_change(db, rows[2], user_id, LedgerAction.TOPUP.value, tokens, session_id)
     refresh_loaded(db, CheckoutSession, session_id)
     db.commit()
