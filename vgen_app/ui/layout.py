@@ -133,3 +133,22 @@ def app_shell(*children: rx.Component) -> rx.Component:
         ),
         rx.center(rx.spinner(size="3"), min_height="100vh"),
     )
+
+
+def pager(page: rx.Var, pages: rx.Var, go_to_page: rx.EventHandler) -> rx.Component:
+    """Newer / Page N of M / Older, for lists shown newest first."""
+    return rx.hstack(
+        rx.button(
+            "Newer", variant="soft", size="1", disabled=page <= 1, on_click=go_to_page(page - 1)
+        ),
+        rx.text("Page ", page, " of ", pages, size="2", color_scheme="gray"),
+        rx.button(
+            "Older",
+            variant="soft",
+            size="1",
+            disabled=page >= pages,
+            on_click=go_to_page(page + 1),
+        ),
+        align="center",
+        spacing="3",
+    )

@@ -13,7 +13,7 @@ from vgen_app.db import run_db
 from vgen_app.models import RunStatus
 from vgen_app.services import catalog, runs, tasks, uploads
 from vgen_app.ui import routes
-from vgen_app.ui.layout import app_shell, error_callout
+from vgen_app.ui.layout import app_shell, error_callout, pager
 from vgen_app.ui.session import SessionState
 
 PER_PAGE = 20
@@ -414,31 +414,10 @@ def dashboard_page() -> rx.Component:
                         width="100%",
                         id="tasks-table",
                     ),
-                    rx.hstack(
-                        rx.button(
-                            "Newer",
-                            variant="soft",
-                            size="1",
-                            disabled=DashboardState.tasks_page <= 1,
-                            on_click=DashboardState.go_to_page(DashboardState.tasks_page - 1),
-                        ),
-                        rx.text(
-                            "Page ",
-                            DashboardState.tasks_page,
-                            " of ",
-                            DashboardState.tasks_pages,
-                            size="2",
-                            color_scheme="gray",
-                        ),
-                        rx.button(
-                            "Older",
-                            variant="soft",
-                            size="1",
-                            disabled=DashboardState.tasks_page >= DashboardState.tasks_pages,
-                            on_click=DashboardState.go_to_page(DashboardState.tasks_page + 1),
-                        ),
-                        align="center",
-                        spacing="3",
+                    pager(
+                        DashboardState.tasks_page,
+                        DashboardState.tasks_pages,
+                        DashboardState.go_to_page,
                     ),
                     width="100%",
                     spacing="3",

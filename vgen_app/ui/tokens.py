@@ -12,7 +12,7 @@ from vgen_app.adapters.payments import TestCheckout, get_payments
 from vgen_app.db import run_db
 from vgen_app.services import billing, ledger
 from vgen_app.ui import routes
-from vgen_app.ui.layout import app_shell, error_callout, info_callout
+from vgen_app.ui.layout import app_shell, error_callout, info_callout, pager
 from vgen_app.ui.session import SessionState
 
 PER_PAGE = 20
@@ -264,32 +264,7 @@ def _history() -> rx.Component:
                 width="100%",
                 id="history",
             ),
-            rx.hstack(
-                rx.button(
-                    "Newer",
-                    variant="soft",
-                    size="1",
-                    disabled=TokensState.history_page <= 1,
-                    on_click=TokensState.go_to_page(TokensState.history_page - 1),
-                ),
-                rx.text(
-                    "Page ",
-                    TokensState.history_page,
-                    " of ",
-                    TokensState.history_pages,
-                    size="2",
-                    color_scheme="gray",
-                ),
-                rx.button(
-                    "Older",
-                    variant="soft",
-                    size="1",
-                    disabled=TokensState.history_page >= TokensState.history_pages,
-                    on_click=TokensState.go_to_page(TokensState.history_page + 1),
-                ),
-                align="center",
-                spacing="3",
-            ),
+            pager(TokensState.history_page, TokensState.history_pages, TokensState.go_to_page),
             width="100%",
             spacing="3",
         ),
