@@ -170,3 +170,30 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         drop = {id(item) for item in off_d1}
         items[:] = [item for item in items if id(item) not in drop]
     items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
+
+
+# --- Figures: reliability and abuse scenarios print what they tried and what was lost ---------------
+_FIGURES: list[tuple[str, str]] = []
+
+
+@pytest.fixture
+def figure(request: pytest.FixtureRequest):
+    """`figure("what was tried … what was lost")` records one line for the terminal summary (and
+    var/test-figures.txt), under the test's id — RELIABILITY.md quotes these lines."""
+
+    def record(text: str) -> None:
+        _FIGURES.append((request.node.nodeid, text))
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    if not _FIGURES:
+        return
+    terminalreporter.section("scenario figures")
+    lines = [f"{nodeid}: {text}" for nodeid, text in _FIGURES]
+    for line in lines:
+        terminalreporter.write_line(line)
+    out = Path(config.rootpath) / "var" / "test-figures.txt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
