@@ -325,10 +325,23 @@ def caption_filters(sample: Sample) -> list[str]:
     ]
 
 
-def make(sample: Sample) -> tuple[Path, Path]:
+def make_poster(sample: Sample, video: Path, poster: Path) -> None:
+    # Quality 50 keeps these flat-colour frames clean at ~3.7 KB each: the home page shows nine of
+    # them and must stay under 50 KB without its videos (bench/lighthouse_landing.py).
+    ffmpeg(
+        *("-ss", str(sample.poster_at), "-i", str(video), "-frames:v", "1"),
+        *("-c:v", "libwebp", "-quality", "50", "-compression_level", "6", "-map_metadata", "-1"),
+        str(poster),
+    )
+
+
+def make(sample: Sample, posters_only: bool = False) -> tuple[Path, Path]:
     OUT.mkdir(parents=True, exist_ok=True)
     video = OUT / f"{sample.name}.mp4"
     poster = OUT / f"{sample.name}.webp"
+    if posters_only:
+        make_poster(sample, video, poster)
+        return video, poster
     geq = "geq=" + ":".join(f"{ch}='{channel(sample, i)}'" for i, ch in enumerate("rgb"))
     graph = ",".join(["format=rgb24", geq, *caption_filters(sample), "format=yuv420p"])
     crf = sample.crf
@@ -343,11 +356,7 @@ def make(sample: Sample) -> tuple[Path, Path]:
         if video.stat().st_size <= MAX_BYTES or crf >= 45:
             break
         crf += 3
-    ffmpeg(
-        *("-ss", str(sample.poster_at), "-i", str(video), "-frames:v", "1"),
-        *("-c:v", "libwebp", "-quality", "75", "-compression_level", "6", "-map_metadata", "-1"),
-        str(poster),
-    )
+    make_poster(sample, video, poster)
     return video, poster
 
 
@@ -355,12 +364,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", action="append", help="make only this sample (repeatable)")
     parser.add_argument("--jobs", type=int, default=4, help="samples made at once")
+    parser.add_argument("--posters", action="store_true", help="only re-make the posters")
     args = parser.parse_args(argv)
     chosen = [s for s in SAMPLES if not args.only or s.name in args.only]
     if not chosen:
         parser.error(f"no such sample; known: {', '.join(s.name for s in SAMPLES)}")
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        made = list(pool.map(make, chosen))
+        made = list(pool.map(lambda s: make(s, args.posters), chosen))
     total = 0
     for sample, (video, poster) in zip(chosen, made, strict=True):
         v, p = video.stat().st_size, poster.stat().st_size

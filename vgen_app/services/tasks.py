@@ -101,10 +101,25 @@ def list_tasks(db: Session, owner_id: str, page: int = 1, per_page: int = 20) ->
     latest: dict[str, Run] = {}
     counts: dict[str, int] = {}
     if tasks:
-        ids = [t.id for t in tasks]
-        for run in db.exec(select(Run).where(col(Run.task_id).in_(ids)).order_by(col(Run.attempt))):
+        # Bounded however many runs a task has: one row per task, its newest run and its run count.
+        per_task = (
+            select(
+                col(Run.task_id).label("task_id"),
+                func.count().label("n"),
+                func.max(Run.attempt).label("newest"),
+            )
+            .where(col(Run.task_id).in_([t.id for t in tasks]))
+            .group_by(Run.task_id)
+            .subquery()
+        )
+        for run, n in db.exec(
+            select(Run, per_task.c.n).join(
+                per_task,
+                (col(Run.task_id) == per_task.c.task_id) & (col(Run.attempt) == per_task.c.newest),
+            )
+        ):
             latest[run.task_id] = run
-            counts[run.task_id] = counts.get(run.task_id, 0) + 1
+            counts[run.task_id] = int(n)
     end_read(db)
     rows = [
         TaskRow(
@@ -121,10 +136,46 @@ def list_tasks(db: Session, owner_id: str, page: int = 1, per_page: int = 20) ->
 # --- inputs ----------------------------------------------------------------------------------------
 
 
-def inputs_of(db: Session, task_id: str) -> dict[str, TaskInput]:
-    rows = db.exec(select(TaskInput).where(TaskInput.task_id == task_id)).all()
+@dataclass(frozen=True)
+class TaskView:
+    """What the task page shows, read in one session: the task, its inputs, its newest runs."""
+
+    task: Task
+    inputs: dict[str, TaskInput]
+    runs: list[Run]  # newest attempt first, at most `runs_limit`
+    runs_total: int
+
+    @property
+    def in_flight(self) -> bool:
+        # A task runs once at a time and its run in flight is always its newest attempt.
+        return any(r.status in IN_FLIGHT for r in self.runs[:1])
+
+
+def task_view(db: Session, owner_id: str, task_id: str, runs_limit: int = 20) -> TaskView:
+    """The task page's data for its owner (NotFound for anyone else): four bounded queries, one
+    thread hop for the caller — the page refreshes this every second while a run is in flight."""
+    task = db.get(Task, task_id) if task_id and len(task_id) <= 32 else None
+    if task is None or task.owner_id != owner_id:
+        end_read(db)
+        raise NotFound()
+    inputs = {
+        row.slot: row for row in db.exec(select(TaskInput).where(TaskInput.task_id == task.id))
+    }
+    run_rows = list(
+        db.exec(
+            select(Run)
+            .where(Run.task_id == task.id, Run.owner_id == owner_id)
+            .order_by(col(Run.attempt).desc())
+            .limit(runs_limit)
+        )
+    )
+    total = len(run_rows)
+    if total == runs_limit:
+        total = int(
+            db.exec(select(func.count()).select_from(Run).where(Run.task_id == task.id)).one()
+        )
     end_read(db)
-    return {row.slot: row for row in rows}
+    return TaskView(task, inputs, run_rows, total)
 
 
 def run_in_flight(db: Session, task_id: str) -> bool:

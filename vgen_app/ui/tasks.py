@@ -20,6 +20,7 @@ PER_PAGE = 20
 # Every slot name any model uses: one static upload zone each, shown when the task has that slot.
 ALL_SLOTS = sorted({s.name for m in catalog.models() for s in m.slots})
 WATCH_SECONDS = 1.0
+RUNS_SHOWN = 20  # the task page lists the newest runs; older ones stay in the database
 
 STATUS_COLORS = {
     "queued": "gray",
@@ -138,7 +139,8 @@ class TaskState(SessionState):
     upload_pct: dict[str, int] = {}
     upload_error: dict[str, str] = {}
     uploading: dict[str, bool] = {}
-    run_rows: list[dict[str, str]] = []
+    run_rows: list[dict[str, str]] = []  # the newest RUNS_SHOWN
+    runs_total: int = 0
     _watcher: str = ""
 
     def _path_task_id(self) -> str:
@@ -152,11 +154,10 @@ class TaskState(SessionState):
         self.uploading = dict.fromkeys(ALL_SLOTS, False)
 
     async def _refresh(self, user_id: str) -> None:
-        """Reload the task, its inputs and runs from the database (owner only)."""
-        task = await run_db(tasks.get_task, user_id, self.task_id)
+        """Reload the task, its inputs and its newest runs (owner only): one thread hop."""
+        view = await run_db(tasks.task_view, user_id, self.task_id, RUNS_SHOWN)
+        task, inputs, run_list = view.task, view.inputs, view.runs
         spec = catalog.get(task.model)
-        inputs = await run_db(tasks.inputs_of, task.id)
-        run_list = await run_db(runs.runs_of, user_id, task.id)
         self.task_name, self.task_model = task.name, spec.title if spec else task.model
         info: dict[str, dict[str, str]] = {name: {"shown": "", "order": "0"} for name in ALL_SLOTS}
         for order, slot in enumerate(spec.slots if spec else []):
@@ -189,7 +190,8 @@ class TaskState(SessionState):
         self.slot_info = info
         price = tasks.price_of(task, inputs)
         self.price_label = f"{price:,} tokens" if price is not None else ""
-        self.in_flight = any(r.status in tasks.IN_FLIGHT for r in run_list)
+        self.in_flight = view.in_flight
+        self.runs_total = view.runs_total
         self.can_run = price is not None and not self.in_flight
         api = routes.api("")
         self.run_rows = [
@@ -208,7 +210,6 @@ class TaskState(SessionState):
             }
             for r in run_list
         ]
-        await self.current_user()  # keep the balance in the header current
 
     @rx.event
     async def on_load(self):
@@ -251,6 +252,7 @@ class TaskState(SessionState):
                     except tasks.NotFound:
                         return
                     if not self.in_flight:
+                        await self.current_user()  # a failed run's refund shows in the header
                         return
         finally:
             async with self:
@@ -273,6 +275,7 @@ class TaskState(SessionState):
             self.run_error = exc.message
             return
         await self._refresh(user.user_id)
+        await self.current_user()  # the debit shows in the header
         return TaskState.watch
 
     @rx.event
@@ -722,6 +725,17 @@ def task_page() -> rx.Component:
                     ),
                     rx.vstack(
                         rx.foreach(TaskState.run_rows, _run_row),
+                        rx.cond(
+                            TaskState.runs_total > TaskState.run_rows.length(),
+                            rx.text(
+                                f"The newest {RUNS_SHOWN} of ",
+                                TaskState.runs_total,
+                                " runs are shown.",
+                                color_scheme="gray",
+                                size="2",
+                                id="runs-more",
+                            ),
+                        ),
                         width="100%",
                         spacing="2",
                         id="runs",

@@ -1,0 +1,146 @@
+"""Hot paths found by the benchmarks (issue G): reads that grew with a task's run count, and the task
+page's once-a-second refresh doing one database call per piece. Statement counts, not timings."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+from sqlmodel import Session
+
+from tests.helpers import login_session, make_user
+from tests.test_app import _state
+from vgen_app.db import get_engine
+from vgen_app.models import Run, RunStatus
+from vgen_app.services import tasks
+from vgen_app.ui import tasks as task_ui
+
+
+@contextmanager
+def runs_loaded() -> Iterator[list[str]]:
+    """The id of every Run row the ORM builds inside the block."""
+    seen: list[str] = []
+
+    def record(target: Run, context: Any) -> None:
+        seen.append(target.id)
+
+    event.listen(Run, "load", record)
+    try:
+        yield seen
+    finally:
+        event.remove(Run, "load", record)
+
+
+@contextmanager
+def statements() -> Iterator[list[str]]:
+    """Every SQL statement the app's engine runs inside the block."""
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:
+        if not statement.lstrip().upper().startswith(("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT")):
+            seen.append(statement)
+
+    engine = get_engine()
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def add_runs(db: Session, owner: str, task_id: str, count: int, last_status: str) -> None:
+    start = len(db.exec(Run.__table__.select().where(Run.task_id == task_id)).all())
+    for i in range(1, count + 1):
+        status = last_status if i == count else RunStatus.FAILED.value
+        db.add(
+            Run(
+                task_id=task_id,
+                owner_id=owner,
+                attempt=start + i,
+                status=status,
+                price=100,
+                model="lipsync",
+                inputs={},
+            )
+        )
+    db.commit()
+
+
+def test_task_list_reads_do_not_grow_with_the_run_count(db: Session) -> None:
+    ann = make_user(db, "ann@example.com")
+    busy = tasks.create_task(db, ann, "lipsync", "busy")
+    once = tasks.create_task(db, ann, "lipsync", "once")
+    tasks.create_task(db, ann, "lipsync", "never")
+    add_runs(db, ann, busy.id, 5, RunStatus.PROCESSING.value)
+    add_runs(db, ann, once.id, 1, RunStatus.SUCCEEDED.value)
+
+    with statements() as few:
+        small = tasks.list_tasks(db, ann)
+    add_runs(db, ann, busy.id, 60, RunStatus.SUCCEEDED.value)
+    with statements() as many, runs_loaded() as loaded:
+        page = tasks.list_tasks(db, ann)
+
+    assert len(many) == len(few) <= 3
+    assert len(loaded) == 2  # the newest run of each task that has runs, not all 66
+    by_name = {row.task.name: row for row in page.rows}
+    assert by_name["busy"].runs == 65 and by_name["busy"].last_status == "succeeded"
+    assert by_name["once"].runs == 1 and by_name["once"].last_status == "succeeded"
+    assert by_name["never"].runs == 0 and by_name["never"].last_status is None
+    assert {r.task.name: r.last_status for r in small.rows}["busy"] == "processing"
+
+
+def test_task_view_reads_the_newest_runs_in_one_session(db: Session) -> None:
+    ann = make_user(db, "ann@example.com")
+    eve = make_user(db, "eve@example.com")
+    task = tasks.create_task(db, ann, "lipsync", "clip")
+    add_runs(db, ann, task.id, 3, RunStatus.QUEUED.value)
+
+    with statements() as few:
+        view = tasks.task_view(db, ann, task.id, runs_limit=20)
+    assert [r.attempt for r in view.runs] == [3, 2, 1] and view.runs_total == 3
+    assert view.in_flight
+
+    add_runs(db, ann, task.id, 47, RunStatus.SUCCEEDED.value)
+    with statements() as many:
+        view = tasks.task_view(db, ann, task.id, runs_limit=20)
+    assert [r.attempt for r in view.runs] == list(range(50, 30, -1))
+    assert view.runs_total == 50 and not view.in_flight
+    assert len(few) <= 3 and len(many) <= 4  # task, inputs, runs (+ a count past one page)
+
+    with pytest.raises(tasks.NotFound):
+        tasks.task_view(db, eve, task.id)
+    with pytest.raises(tasks.NotFound):
+        tasks.task_view(db, ann, "x" * 33)
+
+
+def test_task_page_refresh_is_one_database_call_and_sends_only_the_newest_runs(
+    db: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ann = make_user(db, "ann@example.com")
+    task = tasks.create_task(db, ann, "lipsync", "clip")
+    add_runs(db, ann, task.id, task_ui.RUNS_SHOWN + 15, RunStatus.PROCESSING.value)
+    cookie = f"vgen_session={login_session(db, 'ann@example.com')}"
+
+    calls: list[str] = []
+    real = task_ui.run_db
+
+    async def counting(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(fn.__name__)
+        return await real(fn, *args, **kwargs)
+
+    monkeypatch.setattr(task_ui, "run_db", counting)
+    state = _state(task_ui.TaskState, f"/tasks/{task.id}", cookie=cookie)
+    state.task_id = task.id
+    user = asyncio.run(state.current_user())
+    assert user is not None
+
+    asyncio.run(state._refresh(user.user_id))  # what each watch tick does after the session check
+
+    assert calls == ["task_view"]
+    assert len(state.run_rows) == task_ui.RUNS_SHOWN
+    assert state.run_rows[0]["attempt"] == str(task_ui.RUNS_SHOWN + 15)
+    assert state.runs_total == task_ui.RUNS_SHOWN + 15 and state.in_flight
