@@ -146,7 +146,7 @@ def test_paid_checkout_is_credited_once_for_ten_deliveries(db: Session) -> None:
     assert [(e.action, e.diff, e.reference) for e in entries] == [("topup", 30_000, "cs_1")]
 
 
-def test_concurrent_deliveries_credit_once(database_url: str) -> None:
+def test_concurrent_deliveries_credit_once(database_url: str, figure) -> None:
     with session_scope() as db:
         uid = make_user(db, "ann@example.com")
     payload = paid_event("cs_conc", uid)
@@ -165,15 +165,28 @@ def test_concurrent_deliveries_credit_once(database_url: str) -> None:
     for t in threads:
         t.join()
     assert sorted(statuses) == ["credited"] + ["duplicate"] * 9
+    # Stripe replays it later, freshly signed (each delivery attempt carries its own signature).
+    time.sleep(1.1)
+    with session_scope() as s:
+        replay = billing.handle_webhook(s, payload, sign(payload), SECRET).status
+    assert replay == "duplicate"
     with session_scope() as db:
         assert ledger.balance_of(db, uid) == 30_000
         assert ledger.ledger_sum(db, uid) == 30_000
         assert len(db.exec(select(PaymentCredit)).all()) == 1
+        balance, total = ledger.balance_of(db, uid), ledger.ledger_sum(db, uid)
+    outcomes = [*statuses, replay]
+    figure(
+        f"1 paid checkout delivered 10x at once + 1 replay later: credited "
+        f"{outcomes.count('credited')}, duplicates {outcomes.count('duplicate')}; "
+        f"balance {balance:,}, ledger sum {total:,}"
+    )
 
 
-def test_bad_signature_is_refused(db: Session) -> None:
+def test_bad_signature_is_refused(db: Session, figure) -> None:
     uid = make_user(db, "ann@example.com")
     payload = paid_event("cs_bad", uid)
+    refused = 0
     for header in [
         sign(payload, "whsec_wrong"),
         "",
@@ -183,13 +196,21 @@ def test_bad_signature_is_refused(db: Session) -> None:
     ]:
         with pytest.raises(billing.BadSignature):
             deliver(db, payload, header)
+        refused += 1
     # A valid signature over another body does not cover a tampered one.
     tampered = payload.replace("30k", "70k")
     with pytest.raises(billing.BadSignature):
         deliver(db, tampered, sign(payload))
+    refused += 1
     with pytest.raises(billing.BadSignature):
         billing.handle_webhook(db, payload, sign(payload), None)
-    assert ledger.balance_of(db, uid) == 0
+    refused += 1
+    balance = ledger.balance_of(db, uid)
+    assert balance == 0
+    figure(
+        f"7 forged, stale (1 h old), tampered or unverifiable deliveries: {refused} refused, "
+        f"balance {balance}"
+    )
 
 
 def test_unpaid_and_other_events_are_ignored(db: Session) -> None:

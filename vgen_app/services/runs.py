@@ -431,7 +431,10 @@ def poll_in_flight(
                 log.warning("run %s: poll failed (%s); will retry", run.id, exc)
             continue
         if job.status == gen.SUCCEEDED:
-            report.succeeded += keep_result(db, run, job, provider, storage)
+            kept = keep_result(db, run, job, provider, storage)
+            report.succeeded += kept
+            if not kept and _timed_out(run):  # a result that can never be downloaded
+                report.failed += fail_run(db, run.id, "The result could not be saved in time.")
         elif job.status == gen.FAILED:
             report.failed += fail_run(db, run.id, job.error or "The generation failed.")
         elif _timed_out(run):
