@@ -21,6 +21,8 @@ class FakeBigQuery:
         self.inserted: dict[str, list[tuple[str, dict]]] = {}  # table -> (insertId, json)
         self.fail_inserts = 0  # answer the next N insertAll calls with 503
         self.reject_insert_ids: set[str] = set()  # rows answered with a per-row error
+        self.hold: threading.Event | None = None  # insertAll hangs until this is set
+        self.held = 0  # insertAll calls that have hung so far
 
     def install(self, httpserver) -> None:
         httpserver.expect_request(re.compile(r"^/bigquery/v2/.*")).respond_with_handler(self.handle)
@@ -28,6 +30,11 @@ class FakeBigQuery:
     def handle(self, request: Request) -> Response:
         path, method = request.path, request.method
         body = json.loads(request.data) if request.data else None
+        hold = self.hold
+        if hold is not None and path.endswith("/insertAll"):
+            with self.lock:
+                self.held += 1
+            hold.wait()
         with self.lock:
             self.requests.append((method, path, body))
             if m := re.fullmatch(BASE + r"/datasets", path):
