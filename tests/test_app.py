@@ -16,7 +16,7 @@ from reflex.istate.data import RouterData
 from sqlmodel import select
 from starlette.testclient import TestClient
 
-from tests.helpers import login_session, make_user, token_of
+from tests.helpers import TOKEN_RE, login_session, make_user, token_of
 from vgen_app.config import reset_settings
 from vgen_app.db import session_scope, with_db
 from vgen_app.models import AnalyticsOutbox, User
@@ -230,10 +230,10 @@ def test_login_handler_redirects_through_the_session_route(database_url: str) ->
 
 
 def test_signup_survives_a_failing_mail_provider(
-    database_url: str, monkeypatch: pytest.MonkeyPatch, httpserver: Any
+    database_url: str, monkeypatch: pytest.MonkeyPatch, httpserver: Any, figure
 ) -> None:
     from vgen_app.adapters import mail
-    from vgen_app.ui.auth import SignupState
+    from vgen_app.ui.auth import LoginState, SignupState
 
     httpserver.expect_request("/emails").respond_with_data("down", status=503)
     monkeypatch.setenv("RESEND_API_KEY", "re_test")
@@ -254,6 +254,35 @@ def test_signup_survives_a_failing_mail_provider(
         user = db.exec(select(User)).one()
         assert user.email == "ann@example.com" and user.status == "new"
         assert user.signup_utm == {"utm_source": "fb", "utm_campaign": "spring"}
+
+    # Two minutes later (links are re-sent at most once a minute) the provider is back.
+    # Logging in to the new account is refused and re-sends the link.
+    from datetime import timedelta
+
+    from vgen_app import clock
+
+    clock.travel(timedelta(minutes=2))
+    httpserver.clear()
+    httpserver.expect_request("/emails", "POST").respond_with_json({"id": "mail-2"})
+    login = _state(LoginState, "/login")
+
+    async def resend() -> None:
+        await _collect(login.submit({"email": "ann@example.com", "password": PW}))
+        await mail.drain()
+
+    asyncio.run(resend())
+    assert "activation link" in login.login_error
+    (sent,) = httpserver.log
+    body = sent[0].get_json()
+    assert body["to"] == ["ann@example.com"]
+    token = TOKEN_RE.search(body["text"]).group(1)
+    with session_scope() as db:
+        accounts.activate(db, token)
+        assert db.exec(select(User)).one().status == "activated"
+    figure(
+        "sign-up while the mail provider answers 503: account created, 1 failed send; "
+        f"log-in attempt re-sent the link ({len(httpserver.log)} send), the link activated it"
+    )
 
 
 def test_signup_handler_shows_validation_errors(database_url: str) -> None:
