@@ -19,7 +19,8 @@ os.environ["MAIL_OUTBOX_DIR"] = str(_TMP / "outbox")
 os.environ["BCRYPT_ROUNDS"] = "4"
 os.environ.setdefault("REFLEX_STATE_MANAGER_MODE", "memory")
 # In-process app tests build no frontend (.web is left alone); node 24 of the venv comes first.
-os.environ["REFLEX_SKIP_COMPILE"] = "1"
+# Reflex 0.10 reads its internal switch as `__REFLEX_SKIP_COMPILE`.
+os.environ["__REFLEX_SKIP_COMPILE"] = "true"
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
 for _var in ("RESEND_API_KEY", "ADMIN_TOKEN", "STRIPE_SECRET_KEY", "TRUSTED_PROXY_HOPS"):
     os.environ.pop(_var, None)

@@ -46,6 +46,9 @@ _NOT_INHERITED = (
     "TRUSTED_PROXY_HOPS",
     "LANDING_URL",
     "APP_HOST",
+    # The in-process tests skip Reflex's compile; the app under test must build its frontend.
+    "__REFLEX_SKIP_COMPILE",
+    "REFLEX_SKIP_COMPILE",
 )
 
 

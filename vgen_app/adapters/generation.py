@@ -7,6 +7,7 @@ All methods block (HTTP, files, ffmpeg): call from a worker thread, never on the
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -26,6 +27,11 @@ from typing import Any, BinaryIO, Protocol
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import httpx
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; orphaned simulator jobs are not resumed there
+    fcntl = None  # type: ignore[assignment]
 
 from vgen_app.adapters import media
 from vgen_app.config import VAR_DIR, get_settings
@@ -217,7 +223,13 @@ def _local_path(url: str) -> Path:
 
 class Simulator:
     """The generation service, simulated on this machine: jobs as JSON files under `workdir/jobs`
-    (so every process on the machine sees them), work done with ffmpeg in a background thread."""
+    (so every process on the machine sees them), work done with ffmpeg in a background thread.
+
+    Like a real service, it does not drop accepted work when a process dies: the process working on
+    a job holds an exclusive lock on `workdir/locks/<job>.lock` from submit until the job is final.
+    The kernel releases it when that process dies (kill -9 included), so a job still unfinished
+    whose lock is free is an orphan, and the next process that polls it resumes the work.
+    """
 
     name = "simulator"
 
@@ -259,6 +271,59 @@ class Simulator:
         self._job_path(record["id"]).unlink(missing_ok=True)
         if record.get("result_path"):
             Path(record["result_path"]).unlink(missing_ok=True)
+        self._lock_path(record["id"]).unlink(missing_ok=True)
+        client_ref = str((record.get("params") or {}).get("client_ref") or "")
+        if client_ref:  # a forgotten job's key is free again
+            ref_path = self._ref_path(client_ref)
+            with contextlib.suppress(OSError):
+                if ref_path.read_text().strip() == record["id"]:
+                    ref_path.unlink()
+
+    def _ref_path(self, client_ref: str) -> Path:
+        return self.workdir / "refs" / hashlib.sha256(client_ref.encode()).hexdigest()
+
+    # -- who works on a job ------------------------------------------------------------------------
+    def _lock_path(self, job_id: str) -> Path:
+        return self.workdir / "locks" / f"{job_id}.lock"
+
+    def _claim(self, job_id: str) -> int | None:
+        """The job's lock (an open descriptor), or None while another worker — in this process or
+        any other — holds it. Closing the descriptor, or the holder's death, releases it."""
+        if fcntl is None:
+            return -1
+        path = self._lock_path(job_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by ffmpeg (PEP 446)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return None
+        return fd
+
+    @staticmethod
+    def _release(lock: int | None) -> None:
+        if lock is not None and lock >= 0:
+            os.close(lock)
+
+    def _resume_if_orphaned(self, job_id: str) -> bool:
+        """Take over an unfinished job whose worker died (its lock is free): work it here."""
+        if fcntl is None:
+            return False
+        lock = self._claim(job_id)
+        if lock is None:
+            return False  # its worker is alive
+        try:
+            record = self._load(job_id)  # read again under the lock: it may have just finished
+        except GenerationError:
+            self._release(lock)
+            return False
+        if record["status"] not in (QUEUED, PROCESSING):
+            self._release(lock)
+            return False
+        log.warning("simulator job %s lost its worker (process died); resuming it", job_id)
+        _pool().submit(self._work, job_id, lock)
+        return True
 
     def sweep(self) -> int:
         """Forget every job finished more than `expiry_s` ago; returns how many."""
@@ -295,15 +360,16 @@ class Simulator:
         client_ref = str((params or {}).get("client_ref") or "")
         ref_path = None
         if client_ref:
-            refs = self.workdir / "refs"
-            refs.mkdir(parents=True, exist_ok=True)
-            ref_path = refs / hashlib.sha256(client_ref.encode()).hexdigest()
-            if ref_path.exists():
-                existing = ref_path.read_text().strip()
-                if existing and self._job_path(existing).exists():
-                    return existing
+            ref_path = self._ref_path(client_ref)
+            ref_path.parent.mkdir(parents=True, exist_ok=True)
+            existing = self._existing_job(ref_path)
+            if existing:
+                self._resume_if_orphaned(existing)  # its worker may have died with the submitter
+                return existing
+        job_id = f"sim_{secrets.token_hex(12)}"
+        lock = self._claim(job_id)  # held until the job is final (a new id: always free)
         record = {
-            "id": f"sim_{secrets.token_hex(12)}",
+            "id": job_id,
             "model": model,
             "inputs": dict(inputs),
             "params": params or {},
@@ -315,22 +381,52 @@ class Simulator:
             "result_path": None,
             "error": None,
         }
-        self._save(record)
-        if ref_path is not None:
-            try:  # first writer wins; a concurrent twin returns the winner's job
-                with open(ref_path, "x") as f:
-                    f.write(record["id"])
-            except FileExistsError:
-                self._job_path(record["id"]).unlink(missing_ok=True)
-                return ref_path.read_text().strip()
-        _pool().submit(self._work, record["id"])
-        return record["id"]
+        try:
+            self._save(record)
+            if ref_path is not None and not self._link_ref(ref_path, job_id):
+                # A concurrent twin won: its job is the one.
+                self._job_path(job_id).unlink(missing_ok=True)
+                self._release(lock)
+                return self._existing_job(ref_path) or job_id
+            _pool().submit(self._work, job_id, lock)
+        except BaseException:
+            self._release(lock)
+            raise
+        return job_id
+
+    def _existing_job(self, ref_path: Path) -> str | None:
+        """The job an idempotency key names, if that job still exists (else the key is freed)."""
+        try:
+            existing = ref_path.read_text().strip()
+        except FileNotFoundError:
+            return None
+        if existing and self._job_path(existing).exists():
+            return existing
+        ref_path.unlink(missing_ok=True)  # names a job that is gone: stale
+        return None
+
+    @staticmethod
+    def _link_ref(ref_path: Path, job_id: str) -> bool:
+        """Point the key at the job, complete or not at all (a hard link of a written file is
+        atomic and fails if the key exists). False if another job took the key first."""
+        fd, tmp = tempfile.mkstemp(dir=ref_path.parent, prefix=".ref.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(job_id)
+            os.link(tmp, ref_path)
+        except FileExistsError:
+            return False
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        return True
 
     def get(self, job_id: str) -> Job:
         record = self._load(job_id)
         if self._expired(record, time.time()):
             self._forget(record)
             raise JobNotFound(f"job {job_id} has expired")
+        if record["status"] in (QUEUED, PROCESSING):
+            self._resume_if_orphaned(job_id)
         progress = 0.0
         status = record["status"]
         now = time.time()
@@ -361,14 +457,31 @@ class Simulator:
             raise JobNotFound(f"the result of job {job.id} is gone") from exc
 
     # -- the work (background thread) ----------------------------------------------------------
-    def _work(self, job_id: str) -> None:
+    def _work(self, job_id: str, lock: int | None = None) -> None:
+        """Make the job's media; `lock` (the job's claim) is released once the job is final."""
+        try:
+            self._work_locked(job_id)
+        finally:
+            self._release(lock)
+
+    def _work_locked(self, job_id: str) -> None:
         try:
             record = self._load(job_id)
         except GenerationError:
             return
-        started = time.time()
-        record.update(status=PROCESSING, started_at=started, ready_at=started + self.delay_s)
+        if record["status"] not in (QUEUED, PROCESSING):
+            return
+        # A resumed job keeps its first start: the delay is the service's time, not ours.
+        started = record.get("started_at") or time.time()
+        ready_at = record.get("ready_at") or started + float(record.get("delay_s") or 0)
+        record.update(
+            status=PROCESSING,
+            started_at=started,
+            ready_at=ready_at,
+            runs=int(record.get("runs") or 0) + 1,
+        )
         self._save(record)
+        self._clear_leftovers(job_id)
         (self.workdir / "tmp").mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix=f"{job_id}.", dir=self.workdir / "tmp"))
         try:
@@ -395,6 +508,14 @@ class Simulator:
             shutil.rmtree(scratch, ignore_errors=True)
         record["finished_at"] = time.time()
         self._save(record)
+
+    def _clear_leftovers(self, job_id: str) -> None:
+        """What a worker killed mid-job left behind (scratch files, a half-made result): only the
+        job's lock holder calls this, so nothing here is in use."""
+        for scratch in (self.workdir / "tmp").glob(f"{job_id}.*"):
+            shutil.rmtree(scratch, ignore_errors=True)
+        for partial in self.results_dir.glob(f".{job_id}.mp4.*.tmp"):
+            partial.unlink(missing_ok=True)
 
     @staticmethod
     def _fetch_input(url: str, dest: Path) -> Path:
