@@ -204,16 +204,18 @@ def signup(
     settings = get_settings()
     email = normalize_email(email)
     check_password(password)
-    if client.ip and ratelimit.count(db, ratelimit.SIGNUP, timedelta(hours=1), ip=client.ip) >= (
+    # Recorded first, counted after (see ratelimit.reserve): concurrent sign-ups cannot overshoot.
+    attempt = ratelimit.reserve(db, ratelimit.SIGNUP, email=email, ip=client.ip)
+    if client.ip and ratelimit.count(db, ratelimit.SIGNUP, timedelta(hours=1), ip=client.ip) > (
         settings.signups_per_ip_per_hour
     ):
-        db.rollback()
+        ratelimit.release(db, attempt)
+        db.commit()
         raise AccountError("rate_limited", "Too many sign-ups from your network. Try again later.")
     end_read(db)
 
     password_hash = hash_password(password)  # outside any transaction
 
-    ratelimit.hit(db, ratelimit.SIGNUP, email=email, ip=client.ip)
     existing = _user_by_email(db, email)
     message = CHECK_INBOX.format(email=email)
     if existing is not None:
@@ -241,6 +243,11 @@ def _mail_for_existing(db: Session, user: User) -> list[Mail]:
     if user.status == UserStatus.NEW:
         return _activation_mail(db, user)
     if user.status == UserStatus.ACTIVATED:
+        # Throttled like the link mails: sign-ups with a taken address must not flood its inbox.
+        interval = timedelta(seconds=get_settings().mail_link_interval_seconds)
+        if ratelimit.count(db, ratelimit.NOTICE_MAIL, interval, email=user.email):
+            return []
+        ratelimit.hit(db, ratelimit.NOTICE_MAIL, email=user.email)
         return [emails.already_registered_mail(user.email)]
     return []
 
@@ -295,21 +302,26 @@ def login(db: Session, email: str, password: str, client: ClientInfo | None = No
         raise AccountError("bad_credentials", WRONG_CREDENTIALS)
 
     window = timedelta(minutes=settings.login_failure_window_minutes)
-    if ratelimit.count(db, ratelimit.LOGIN_FAILURE, window, email=email) >= (
+    # The attempt is recorded as a failure first and counted after (see ratelimit.reserve): of any
+    # number of concurrent attempts, at most the configured count get a password check.
+    attempt = ratelimit.reserve(db, ratelimit.LOGIN_FAILURE, email=email, ip=client.ip)
+    if ratelimit.count(db, ratelimit.LOGIN_FAILURE, window, email=email) > (
         settings.login_max_failures_per_email
     ):
         wait = ratelimit.retry_after(db, ratelimit.LOGIN_FAILURE, window, email=email)
-        db.rollback()
+        ratelimit.release(db, attempt)
+        db.commit()
         raise AccountError(
             "rate_limited",
             f"Too many failed attempts for this e-mail. Try again in {_minutes(wait)}, "
             "or reset your password.",
         )
-    if client.ip and ratelimit.count(db, ratelimit.LOGIN_FAILURE, window, ip=client.ip) >= (
+    if client.ip and ratelimit.count(db, ratelimit.LOGIN_FAILURE, window, ip=client.ip) > (
         settings.login_max_failures_per_ip
     ):
         wait = ratelimit.retry_after(db, ratelimit.LOGIN_FAILURE, window, ip=client.ip)
-        db.rollback()
+        ratelimit.release(db, attempt)
+        db.commit()
         raise AccountError(
             "rate_limited",
             f"Too many failed attempts from your network. Try again in {_minutes(wait)}.",
@@ -322,12 +334,12 @@ def login(db: Session, email: str, password: str, client: ClientInfo | None = No
         ok = False
     else:
         ok = verify_password(password, user.password_hash)
-    if not ok:
-        ratelimit.hit(db, ratelimit.LOGIN_FAILURE, email=email, ip=client.ip)
-        db.commit()
+    if not ok:  # the reserved attempt stays: it is the failure on record
         raise AccountError("bad_credentials", WRONG_CREDENTIALS)
 
     assert user is not None
+    ratelimit.release(db, attempt)  # the right password is no failure, whatever the status
+    db.commit()
     user = db.get(User, user.id, populate_existing=True)
     assert user is not None
     if user.status == UserStatus.BLOCKED:
@@ -414,18 +426,32 @@ def redeem_login_ticket(
 
 def request_password_reset(db: Session, email: str, client: ClientInfo | None = None) -> Result:
     """Same answer whatever the address; mail only to accounts that may reset."""
+    email = admit_reset_request(db, email, client)
+    return Result(message=RESET_SENT.format(email=email), mails=reset_link_mails(db, email))
+
+
+def admit_reset_request(db: Session, email: str, client: ClientInfo | None = None) -> str:
+    """The part of a reset request that is the same for every address (syntax, the per-IP limit):
+    the page answers after this alone. Returns the normalized address."""
     client = client or ClientInfo()
-    settings = get_settings()
     email = normalize_email(email)
-    message = RESET_SENT.format(email=email)
+    attempt = ratelimit.reserve(db, ratelimit.LINK_REQUEST, email=email, ip=client.ip)
     if (
         client.ip
         and ratelimit.count(db, ratelimit.LINK_REQUEST, timedelta(hours=1), ip=client.ip)
-        >= settings.link_requests_per_ip_per_hour
+        > get_settings().link_requests_per_ip_per_hour
     ):
-        db.rollback()
+        ratelimit.release(db, attempt)
+        db.commit()
         raise AccountError("rate_limited", "Too many requests from your network. Try again later.")
-    ratelimit.hit(db, ratelimit.LINK_REQUEST, email=email, ip=client.ip)
+    end_read(db)
+    return email
+
+
+def reset_link_mails(db: Session, email: str) -> list[Mail]:
+    """The part that depends on the account: a reset link for an activated one, the activation
+    link for a `new` one, nothing otherwise. Its time tells whether the address has an account,
+    so the page runs it after answering."""
     user = _user_by_email(db, email)
     mails: list[Mail] = []
     if user is not None and user.status == UserStatus.NEW:
@@ -436,10 +462,11 @@ def request_password_reset(db: Session, email: str, client: ClientInfo | None = 
         and not _link_sent_recently(db, user.id, LinkPurpose.RESET)
     ):
         _void_links(db, user.id, LinkPurpose.RESET)  # a newer link voids the older ones
-        token = _issue_link(db, user, LinkPurpose.RESET, timedelta(hours=settings.link_ttl_hours))
+        ttl = timedelta(hours=get_settings().link_ttl_hours)
+        token = _issue_link(db, user, LinkPurpose.RESET, ttl)
         mails = [emails.reset_mail(user.email, token)]
     db.commit()
-    return Result(message=message, mails=mails)
+    return mails
 
 
 def check_reset_token(db: Session, token: str) -> bool:

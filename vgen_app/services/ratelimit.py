@@ -13,10 +13,33 @@ from vgen_app.models import AuthEvent
 LOGIN_FAILURE = "login_failure"
 SIGNUP = "signup"
 LINK_REQUEST = "link_request"
+NOTICE_MAIL = "notice_mail"  # an "already registered" mail went to this address
 
 
 def hit(db: Session, kind: str, *, email: str | None = None, ip: str | None = None) -> None:
     db.add(AuthEvent(kind=kind, email=email, ip=ip, created_at=clock.now()))
+
+
+def reserve(db: Session, kind: str, *, email: str | None = None, ip: str | None = None) -> int:
+    """Record an attempt and commit it BEFORE counting (then `count` includes it).
+
+    Count-then-record lets concurrent requests all pass the check before any of them is recorded
+    (30 parallel logins got 30 password checks under a limit of 5). Recorded first, every attempt
+    sees the attempts committed before it, so at most `limit` pass within a window whatever the
+    concurrency. Give a refused or forgiven attempt back with `release`.
+    """
+    event = AuthEvent(kind=kind, email=email, ip=ip, created_at=clock.now())
+    db.add(event)
+    db.flush()
+    event_id = event.id
+    db.commit()
+    assert event_id is not None
+    return event_id
+
+
+def release(db: Session, event_id: int) -> None:
+    """Drop one reserved attempt (in the caller's transaction)."""
+    db.exec(delete(AuthEvent).where(col(AuthEvent.id) == event_id))
 
 
 def count(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from urllib.parse import quote
 
 import reflex as rx
 
+from vgen_app.adapters import mail
 from vgen_app.adapters.mail import send_in_background
 from vgen_app.api.cookies import safe_next
 from vgen_app.db import run_db
@@ -14,6 +17,27 @@ from vgen_app.services import accounts
 from vgen_app.ui import routes
 from vgen_app.ui.layout import auth_card, error_callout, field, info_callout
 from vgen_app.ui.session import SessionState
+
+log = logging.getLogger("vgen.auth")
+
+
+def _issue_reset_link_later(email: str) -> None:
+    """The account-dependent half of a reset request, after the page has its answer: how long it
+    takes (a link written, a mail rendered, or nothing) must not tell whether the address has an
+    account. Tracked with the mails being sent, so `mail.drain()` waits for it too."""
+
+    async def issue() -> int:
+        try:
+            mails = await run_db(accounts.reset_link_mails, email)
+        except Exception:
+            log.exception("issuing a reset link failed")
+            return 0
+        send_in_background(mails)
+        return len(mails)
+
+    task = asyncio.get_running_loop().create_task(issue())
+    mail._background.add(task)
+    task.add_done_callback(mail._background.discard)
 
 
 class SignupState(SessionState):
@@ -114,14 +138,14 @@ class ForgotState(SessionState):
         self.forgot_error = ""
         self.forgot_done = ""
         try:
-            result = await run_db(
-                accounts.request_password_reset, form.get("email", ""), self.client_info()
+            email = await run_db(
+                accounts.admit_reset_request, form.get("email", ""), self.client_info()
             )
         except accounts.AccountError as exc:
             self.forgot_error = exc.message
             return
-        send_in_background(result.mails)
-        self.forgot_done = result.message
+        self.forgot_done = accounts.RESET_SENT.format(email=email)
+        _issue_reset_link_later(email)
 
 
 class ResetState(SessionState):

@@ -15,7 +15,28 @@ from vgen_app.services.sessions import SessionUser
 from vgen_app.ui import routes
 
 
-class SessionState(rx.State):
+class _SessionGuard:
+    """The session check, as plain methods. Reflex turns every public method defined on a State
+    class into an event handler a client can invoke over the socket; these are helpers for the
+    handlers, not events, so they live on a plain mixin that Reflex does not register."""
+
+    def client_info(self: SessionState) -> ClientInfo:
+        headers = dict(self.router.headers.raw_headers)
+        return clientinfo.from_request(headers, self.router.session.client_ip or None)
+
+    async def current_user(self: SessionState) -> SessionUser | None:
+        token = token_from_cookie_header(self.router.headers.cookie)
+        user = await run_db(sessions.validate, token) if token else None
+        if user is None:
+            self.user_email, self.balance, self.authenticated = "", 0, False
+            self._user_id = ""
+        else:
+            self.user_email, self.balance, self.authenticated = user.email, user.balance, True
+            self._user_id = user.user_id
+        return user
+
+
+class SessionState(_SessionGuard, rx.State):
     """Who is logged in, as last checked on the server. Client state is never trusted:
     `current_user()` re-reads the HttpOnly cookie from the socket's handshake and the database."""
 
@@ -27,21 +48,6 @@ class SessionState(rx.State):
     @rx.var
     def balance_label(self) -> str:
         return f"{self.balance:,}"
-
-    def client_info(self) -> ClientInfo:
-        headers = dict(self.router.headers.raw_headers)
-        return clientinfo.from_request(headers, self.router.session.client_ip or None)
-
-    async def current_user(self) -> SessionUser | None:
-        token = token_from_cookie_header(self.router.headers.cookie)
-        user = await run_db(sessions.validate, token) if token else None
-        if user is None:
-            self.user_email, self.balance, self.authenticated = "", 0, False
-            self._user_id = ""
-        else:
-            self.user_email, self.balance, self.authenticated = user.email, user.balance, True
-            self._user_id = user.user_id
-        return user
 
     def _login_redirect(self) -> rx.event.EventSpec:
         path = self.router.url.path or "/"

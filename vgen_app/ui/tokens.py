@@ -123,14 +123,16 @@ class PaymentSuccessState(SessionState):
 
     @rx.event(background=True)
     async def wait_for_credit(self):
-        async with self:
-            user = await self.current_user()
-            session_id = self.router.url.query_parameters.get("session_id", "")
-        if user is None:
-            return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + CONFIRM_TIMEOUT_S
         while True:
+            async with self:
+                # Every poll re-checks the session: a logout elsewhere, a block or a password
+                # reset while this page waits ends the wait on the login page.
+                user = await self.current_user()
+                session_id = self.router.url.query_parameters.get("session_id", "")
+            if user is None:
+                return self._login_redirect()
             row = await run_db(billing.checkout_for_user, session_id, user.user_id)
             if row is None:
                 async with self:
@@ -138,7 +140,8 @@ class PaymentSuccessState(SessionState):
                 return
             if row.status == "paid":
                 async with self:
-                    await self.current_user()  # refreshes the balance in the header too
+                    if await self.current_user() is None:  # refreshes the header's balance too
+                        return self._login_redirect()
                     self.payment_status, self.payment_tokens = "paid", f"{row.tokens:,}"
                 return
             if loop.time() > deadline:
