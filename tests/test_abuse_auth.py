@@ -517,14 +517,6 @@ def test_payment_wait_stops_when_the_session_is_revoked_meanwhile(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="vgen_app/ui/tasks.py (the lead's file): TaskState.upload_slot and TaskState.watch just "
-    "stop when the session is gone (upload_slot first marks the slot uploading), so the tab sits on "
-    "the app shell's spinner instead of going to /login. Fix: `return self._login_redirect()` when "
-    "current_user() is None (in upload_slot before touching upload_error/uploading), then drop "
-    "this marker.",
-)
 @pytest.mark.parametrize("handler", ["upload_slot", "watch"])
 def test_background_task_handlers_send_a_dead_session_to_login(
     database_url: str, monkeypatch: pytest.MonkeyPatch, handler: str

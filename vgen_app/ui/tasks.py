@@ -245,15 +245,20 @@ class TaskState(SessionState):
                     if self.task_id != task_id:
                         return
                     user = await self.current_user()
-                    if user is None:
-                        return
-                    try:
-                        await self._refresh(user.user_id)
-                    except tasks.NotFound:
-                        return
-                    if not self.in_flight:
-                        await self.current_user()  # a failed run's refund shows in the header
-                        return
+                    if user is None:  # logged out, blocked or reset meanwhile
+                        to_login = self._login_redirect()
+                    else:
+                        to_login = None
+                        try:
+                            await self._refresh(user.user_id)
+                        except tasks.NotFound:
+                            return
+                        if not self.in_flight:
+                            await self.current_user()  # a failed run's refund shows in the header
+                            return
+                if to_login is not None:
+                    yield to_login
+                    return
         finally:
             async with self:
                 if self._watcher == me:
@@ -288,11 +293,15 @@ class TaskState(SessionState):
         """Stream one file into a slot: never whole in memory; size enforced while streaming."""
         async with self:
             user = await self.current_user()
+            to_login = self._login_redirect() if user is None else None
             task_id = self.task_id
-            if slot in self.upload_error:
+            if user is not None and slot in self.upload_error:
                 self.upload_error[slot] = ""
                 self.uploading[slot] = True
-        if user is None or slot not in ALL_SLOTS:
+        if to_login is not None:
+            yield to_login
+            return
+        if slot not in ALL_SLOTS:
             return
         error = ""
         try:
