@@ -6,7 +6,7 @@ the generation simulator, local storage and the local analytics outbox.
 
 from __future__ import annotations
 
-from functools import lru_cache
+import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -78,6 +78,11 @@ class Settings(BaseSettings):
     worker_lease_seconds: float = Field(default=5.0, gt=0)
     # Log format: "json" (one object per line, for log shippers) or "text".
     log_format: str = Field(default="text", pattern="^(json|text)$")
+    # The largest request body any /api/… route accepts: 413 above it, refused from the declared
+    # Content-Length before reading, or while reading a body sent without one. Routes keep stricter
+    # caps of their own (admin API 64 KiB, Stripe webhook 512 KiB). Uploads (Reflex's /_upload)
+    # are not under /api: each slot's size limit is enforced while they stream.
+    api_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     # Where uploads are spooled while streaming in (then moved into storage).
     upload_tmp_dir: Path = VAR_DIR / "uploads"
 
@@ -132,11 +137,28 @@ class Settings(BaseSettings):
         return f"{self.app_url}{path}"
 
 
-@lru_cache(maxsize=1)
+_settings: Settings | None = None
+_generation = 0  # bumped by reset_settings(): a read begun before a reset is never cached
+_settings_lock = threading.Lock()
+
+
 def get_settings() -> Settings:
-    return Settings()
+    global _settings
+    current = _settings
+    if current is not None:
+        return current
+    with _settings_lock:
+        began = _generation
+    fresh = Settings()  # outside the lock: reading the environment and .env is slow-ish
+    with _settings_lock:
+        if _settings is None and began == _generation:
+            _settings = fresh
+        return fresh
 
 
 def reset_settings() -> None:
     """Forget cached settings (tests change the environment)."""
-    get_settings.cache_clear()
+    global _settings, _generation
+    with _settings_lock:
+        _settings = None
+        _generation += 1
