@@ -144,3 +144,34 @@ def test_task_page_refresh_is_one_database_call_and_sends_only_the_newest_runs(
     assert len(state.run_rows) == task_ui.RUNS_SHOWN
     assert state.run_rows[0]["attempt"] == str(task_ui.RUNS_SHOWN + 15)
     assert state.runs_total == task_ui.RUNS_SHOWN + 15 and state.in_flight
+
+
+def test_token_history_paging_does_not_resend_the_chart(
+    db: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vgen_app.services import ledger
+    from vgen_app.ui import tokens as tokens_ui
+
+    ann = make_user(db, "ann@example.com")
+    for i in range(45):
+        ledger.change_balance(db, ann, 100 + i, "topup")
+    cookie = f"vgen_session={login_session(db, 'ann@example.com')}"
+    calls: list[str] = []
+    real = tokens_ui.run_db
+
+    async def counting(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(fn.__name__)
+        return await real(fn, *args, **kwargs)
+
+    monkeypatch.setattr(tokens_ui, "run_db", counting)
+    state = _state(tokens_ui.TokensState, "/tokens", cookie=cookie)
+    asyncio.run(state.on_load())
+    assert calls == ["history", "balance_series"] and len(state.chart) == 46
+    state._clean()  # as after the delta went out over the socket
+
+    calls.clear()
+    asyncio.run(state.go_to_page(2))
+
+    assert calls == ["history"]
+    assert state.history_page == 2 and len(state.history_rows) == 20
+    assert "chart" not in state.dirty_vars  # only the page's rows travel

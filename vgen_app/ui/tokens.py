@@ -44,9 +44,8 @@ class TokensState(SessionState):
             for p in billing.packages()
         ]
 
-    async def _load(self, user_id: str) -> None:
+    async def _load(self, user_id: str, with_chart: bool = True) -> None:
         page = await run_db(ledger.history, user_id, self.history_page, PER_PAGE)
-        series = await run_db(ledger.balance_series, user_id)
         self.history_page, self.history_pages, self.history_total = (
             page.page,
             page.pages,
@@ -62,7 +61,9 @@ class TokensState(SessionState):
             }
             for e in page.entries
         ]
-        self.chart = [{"t": at[:16].replace("T", " "), "balance": b} for at, b in series]
+        if with_chart:  # up to 500 points: not re-read and re-sent for each history page
+            series = await run_db(ledger.balance_series, user_id)
+            self.chart = [{"t": at[:16].replace("T", " "), "balance": b} for at, b in series]
 
     @rx.event
     async def on_load(self):
@@ -84,7 +85,7 @@ class TokensState(SessionState):
         if user is None:
             return self._login_redirect()
         self.history_page = int(page)
-        await self._load(user.user_id)
+        await self._load(user.user_id, with_chart=False)
 
     @rx.event
     async def buy(self, package_id: str):
