@@ -141,6 +141,10 @@ def _inspect(container: av.container.InputContainer, path: Path) -> MediaInfo:
         and (fmt in _IMAGE_CONTAINERS or (video.frames or 0) <= 1)
     )
     duration = _duration(container)
+    if is_image and video is not None:
+        # A still image is decoded whole here, so any decoding error means a damaged file: by
+        # default ffmpeg conceals them (a JPEG cut at 30% decodes, its missing part grey).
+        video.codec_context.options = {"err_detect": "explode"}
     try:
         for stream in (video, audio):
             if stream is not None and not _decode_one(container, stream):

@@ -6,12 +6,16 @@ from fastapi import FastAPI
 
 from vgen_app.api import auth_routes, files, health, webhooks
 from vgen_app.api.internal import create_internal_api
+from vgen_app.api.limits import BodyLimitMiddleware
 from vgen_app.logs import request_logger
 
 
 def create_api() -> FastAPI:
     # No /docs, /redoc or /openapi.json at the root: those paths belong to the app's pages.
     api = FastAPI(title="vgen", docs_url=None, redoc_url=None, openapi_url=None)
+    # Body cap for /api/… (413, never read whole); added first so the request log (outermost)
+    # records its refusals.
+    api.add_middleware(BodyLimitMiddleware)
     api.middleware("http")(request_logger())
     api.include_router(auth_routes.router)
     api.include_router(webhooks.router)

@@ -16,6 +16,10 @@ from vgen_app.services import runs, sessions, tasks
 
 router = APIRouter(prefix="/api/runs", tags=["files"])
 
+# Run ids are `new_id()`s. Anything else is "not found" before the database sees it: PostgreSQL
+# refuses a NUL byte in a text parameter (a 500 for `/api/runs/%00/result`), and huge ids are waste.
+_RUN_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
+
 
 def _filename(task_name: str, attempt: int) -> str:
     slug = re.sub(r"[^A-Za-z0-9]+", "-", task_name).strip("-").lower()[:60] or "video"
@@ -29,6 +33,8 @@ async def download_result(run_id: str, request: Request) -> Response:
     if user is None:
         return JSONResponse({"detail": "Log in to download."}, status_code=401)
     request.state.user_id = user.user_id
+    if not _RUN_ID_RE.fullmatch(run_id):
+        return JSONResponse({"detail": "Not found."}, status_code=404)
     try:
         run = await run_db(runs.result_of, user.user_id, run_id)
         task = await run_db(tasks.get_task, user.user_id, run.task_id)

@@ -37,6 +37,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
+from vgen_app.api.limits import read_body
 from vgen_app.config import get_settings
 from vgen_app.db import run_db
 from vgen_app.services import accounts, admin
@@ -127,12 +128,8 @@ def _is_json(content_type: str) -> bool:
 
 async def _read_json_body(request: Request) -> None:
     """Read and decode the body (cached on the request for FastAPI), or refuse it."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise HTTPException(413, f"The body is larger than {MAX_BODY_BYTES} bytes.")
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        raise HTTPException(413, f"The body is larger than {MAX_BODY_BYTES} bytes.")
+    # Refused by its declared length, or as soon as a body sent without one passes the cap.
+    body = await read_body(request, MAX_BODY_BYTES)
     if not body:
         return  # FastAPI reports the missing body
     content_type = request.headers.get("content-type")

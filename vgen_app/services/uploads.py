@@ -4,6 +4,8 @@ store it, record it — or refuse it with a clear message and leave nothing behi
 from __future__ import annotations
 
 import logging
+import re
+import unicodedata
 from pathlib import Path
 
 from vgen_app.adapters import media
@@ -15,6 +17,30 @@ from vgen_app.services.tasks import TaskError
 
 log = logging.getLogger("vgen.uploads")
 
+MAX_FILENAME_CHARS = 255
+# Task ids are `new_id()`s: anything else is "not found" before the database sees it (PostgreSQL
+# refuses a NUL byte in a query parameter: the upload would crash instead of being refused).
+_TASK_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
+
+
+def safe_filename(filename: str | None) -> str:
+    """The name to show and record for an upload: the last path segment (either slash), NFC,
+    without control or format characters (NUL, newlines, right-to-left overrides that disguise
+    an extension), at most MAX_FILENAME_CHARS with its extension kept. Never a path: storage
+    keys are made from ids, not from this."""
+    name = unicodedata.normalize("NFC", filename or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if not unicodedata.category(ch).startswith("C")).strip()
+    if name.strip(". ") == "":
+        name = ""
+    stem, dot, ext = name.rpartition(".")
+    if not dot or not stem:
+        stem, ext = name, ""
+    if len(name) > MAX_FILENAME_CHARS:
+        ext = ext[:16]
+        keep = MAX_FILENAME_CHARS - (len(ext) + 1 if ext else 0)
+        name = stem[:keep] + (f".{ext}" if ext else "")
+    return name or "upload"
+
 
 def ingest(
     owner_id: str, task_id: str, slot_name: str, filename: str, spooled: Path, size: int
@@ -22,7 +48,10 @@ def ingest(
     """Blocking (probe, storage): run in a worker thread. The spooled file is always removed."""
     storage = get_storage()
     key: str | None = None
+    filename = safe_filename(filename)
     try:
+        if not _TASK_ID_RE.fullmatch(task_id or ""):
+            raise tasks.NotFound()
         _task, slot = with_db(tasks.upload_target, owner_id, task_id, slot_name)
         if size <= 0 or spooled.stat().st_size <= 0:
             raise TaskError("empty", "The file is empty.")
