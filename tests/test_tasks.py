@@ -12,7 +12,7 @@ from tests.helpers import ingest, make_user
 from vgen_app.adapters.storage import get_storage
 from vgen_app.config import get_settings, reset_settings
 from vgen_app.models import TaskInput
-from vgen_app.services import catalog, tasks
+from vgen_app.services import catalog, runs, tasks
 from vgen_app.services.tasks import NotFound, TaskError
 
 
@@ -200,3 +200,14 @@ def test_streamed_upload_over_the_limit_stops_early(
     assert chunks.consumed == 17  # stopped right after crossing 1 MB, not after 64 MB
     assert not list(get_settings().upload_tmp_dir.glob("*"))
     assert stored_files(local_storage) == [] and db.exec(select(TaskInput)).all() == []
+
+
+@pytest.mark.parametrize("bad", ["a\x00b", "x" * 33, "", "../etc", "id with spaces", "é"])
+def test_ids_that_are_not_ours_are_not_found_before_the_database(db: Session, bad: str) -> None:
+    ann = make_user(db, "ann@example.com")
+    with pytest.raises(tasks.NotFound):
+        tasks.get_task(db, ann, bad)
+    with pytest.raises(tasks.NotFound):
+        tasks.task_view(db, ann, bad)
+    with pytest.raises(tasks.NotFound):
+        runs.result_of(db, ann, bad)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -48,6 +49,16 @@ class UTCDateTime(TypeDecorator):
 def new_id() -> str:
     """Short random ids (~72 bits): unguessable in URLs and the admin API."""
     return secrets.token_urlsafe(9)
+
+
+# What an id from outside (a URL, the admin API, an upload) may look like. Anything else is "not
+# found" before a database sees it: PostgreSQL refuses a NUL byte in a text parameter (a 500).
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,32}$"
+_ID_RE = re.compile(ID_PATTERN)
+
+
+def is_id(value: object) -> bool:
+    return isinstance(value, str) and _ID_RE.fullmatch(value) is not None
 
 
 class UserStatus(StrEnum):

@@ -12,13 +12,10 @@ from starlette.responses import Response
 from vgen_app.adapters.storage import get_storage
 from vgen_app.api.cookies import token_from_cookie_header
 from vgen_app.db import run_db
+from vgen_app.models import is_id
 from vgen_app.services import runs, sessions, tasks
 
 router = APIRouter(prefix="/api/runs", tags=["files"])
-
-# Run ids are `new_id()`s. Anything else is "not found" before the database sees it: PostgreSQL
-# refuses a NUL byte in a text parameter (a 500 for `/api/runs/%00/result`), and huge ids are waste.
-_RUN_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
 
 def _filename(task_name: str, attempt: int) -> str:
@@ -33,7 +30,7 @@ async def download_result(run_id: str, request: Request) -> Response:
     if user is None:
         return JSONResponse({"detail": "Log in to download."}, status_code=401)
     request.state.user_id = user.user_id
-    if not _RUN_ID_RE.fullmatch(run_id):
+    if not is_id(run_id):
         return JSONResponse({"detail": "Not found."}, status_code=404)
     try:
         run = await run_db(runs.result_of, user.user_id, run_id)

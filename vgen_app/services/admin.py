@@ -8,12 +8,11 @@ write the audit line of every call to the `vgen.admin` logger: who, what, and th
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 
 from sqlmodel import Session, select
 
-from vgen_app.models import User
+from vgen_app.models import ID_PATTERN, User, is_id
 from vgen_app.services import accounts, ledger
 
 log = logging.getLogger("vgen.admin")
@@ -22,8 +21,7 @@ ACTOR = "admin"  # one shared token: every authenticated call is made by "admin"
 REFERENCE = "admin"  # the ledger reference of manual changes made through the admin API
 
 # User ids are `secrets.token_urlsafe` strings (models.new_id); the column holds at most 32.
-USER_ID_PATTERN = r"^[A-Za-z0-9_-]{1,32}$"
-_USER_ID_RE = re.compile(USER_ID_PATTERN)
+USER_ID_PATTERN = ID_PATTERN
 
 
 class UserNotFound(LookupError):
@@ -48,7 +46,7 @@ def _view(user: User) -> UserView:
 
 
 def _valid_id(user_id: str) -> bool:
-    return isinstance(user_id, str) and _USER_ID_RE.fullmatch(user_id) is not None
+    return is_id(user_id)
 
 
 # --- lookups --------------------------------------------------------------------------------------

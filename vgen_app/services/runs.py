@@ -19,7 +19,7 @@ from vgen_app.adapters import generation as gen
 from vgen_app.adapters.storage import Storage, StorageError
 from vgen_app.config import get_settings
 from vgen_app.db import end_read, is_d1, refresh_loaded, run_batch, sql
-from vgen_app.models import LedgerAction, Run, RunStatus, Task, TaskInput, User, new_id
+from vgen_app.models import LedgerAction, Run, RunStatus, Task, TaskInput, User, is_id, new_id
 from vgen_app.services import ledger, outbox
 from vgen_app.services.tasks import IN_FLIGHT, NotFound, TaskError, spec_of
 
@@ -133,7 +133,7 @@ def runs_of(db: Session, owner_id: str, task_id: str) -> list[Run]:
 
 def result_of(db: Session, owner_id: str, run_id: str) -> Run:
     """A succeeded run's result, for its owner only: anyone else gets NotFound."""
-    run = db.get(Run, run_id) if run_id and len(run_id) <= 32 else None
+    run = db.get(Run, run_id) if is_id(run_id) else None
     end_read(db)
     if (
         run is None

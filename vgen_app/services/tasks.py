@@ -12,7 +12,7 @@ from sqlmodel import Session, col, select
 from vgen_app import clock
 from vgen_app.adapters.media import MediaError, MediaInfo
 from vgen_app.db import end_read
-from vgen_app.models import Run, RunStatus, Task, TaskInput, new_id
+from vgen_app.models import Run, RunStatus, Task, TaskInput, is_id, new_id
 from vgen_app.services import catalog
 from vgen_app.services.catalog import ModelSpec, Slot
 
@@ -52,7 +52,7 @@ def create_task(db: Session, owner_id: str, model_id: str, name: str | None = No
 
 
 def get_task(db: Session, owner_id: str, task_id: str) -> Task:
-    task = db.get(Task, task_id) if task_id and len(task_id) <= 32 else None
+    task = db.get(Task, task_id) if is_id(task_id) else None
     end_read(db)
     if task is None or task.owner_id != owner_id:
         raise NotFound()
@@ -154,7 +154,7 @@ class TaskView:
 def task_view(db: Session, owner_id: str, task_id: str, runs_limit: int = 20) -> TaskView:
     """The task page's data for its owner (NotFound for anyone else): four bounded queries, one
     thread hop for the caller — the page refreshes this every second while a run is in flight."""
-    task = db.get(Task, task_id) if task_id and len(task_id) <= 32 else None
+    task = db.get(Task, task_id) if is_id(task_id) else None
     if task is None or task.owner_id != owner_id:
         end_read(db)
         raise NotFound()

@@ -4,14 +4,13 @@ store it, record it — or refuse it with a clear message and leave nothing behi
 from __future__ import annotations
 
 import logging
-import re
 import unicodedata
 from pathlib import Path
 
 from vgen_app.adapters import media
 from vgen_app.adapters.storage import get_storage
 from vgen_app.db import with_db
-from vgen_app.models import TaskInput
+from vgen_app.models import TaskInput, is_id
 from vgen_app.services import tasks
 from vgen_app.services.tasks import TaskError
 
@@ -20,7 +19,6 @@ log = logging.getLogger("vgen.uploads")
 MAX_FILENAME_CHARS = 255
 # Task ids are `new_id()`s: anything else is "not found" before the database sees it (PostgreSQL
 # refuses a NUL byte in a query parameter: the upload would crash instead of being refused).
-_TASK_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
 
 def safe_filename(filename: str | None) -> str:
@@ -50,7 +48,7 @@ def ingest(
     key: str | None = None
     filename = safe_filename(filename)
     try:
-        if not _TASK_ID_RE.fullmatch(task_id or ""):
+        if not is_id(task_id):
             raise tasks.NotFound()
         _task, slot = with_db(tasks.upload_target, owner_id, task_id, slot_name)
         if size <= 0 or spooled.stat().st_size <= 0:
