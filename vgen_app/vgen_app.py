@@ -18,6 +18,7 @@ from vgen_app.ui.auth import (
     verify_page,
 )
 from vgen_app.ui.eventlog import EventLogMiddleware
+from vgen_app.ui.probe import ProbeState  # noqa: F401 - the no-op floor of bench/event_roundtrip.py
 from vgen_app.ui.session import SessionState
 from vgen_app.ui.tasks import (
     DashboardState,
