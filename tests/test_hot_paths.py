@@ -175,3 +175,85 @@ def test_token_history_paging_does_not_resend_the_chart(
     assert calls == ["history"]
     assert state.history_page == 2 and len(state.history_rows) == 20
     assert "chart" not in state.dirty_vars  # only the page's rows travel
+
+
+def test_bcrypt_runs_on_its_own_low_priority_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A burst of logins must never take every core from the event loop (bench/event_roundtrip.py)."""
+    import os
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import bcrypt
+
+    from vgen_app.services import security
+
+    seen: list[tuple[str, int]] = []
+    running, peak = [0], [0]
+    lock = threading.Lock()
+    real = bcrypt.checkpw
+
+    def spy(password: bytes, hashed: bytes) -> bool:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+            seen.append((threading.current_thread().name, os.getpriority(os.PRIO_PROCESS, 0)))
+        time.sleep(0.05)  # long enough for the callers to pile up
+        try:
+            return real(password, hashed)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(bcrypt, "checkpw", spy)
+    hashed = security.hash_password("correct horse")
+    with ThreadPoolExecutor(8) as callers:  # eight logins at once, as from eight db threads
+        results = list(
+            callers.map(lambda _: security.verify_password("correct horse", hashed), range(8))
+        )
+
+    assert results == [True] * 8
+    assert peak[0] <= security.bcrypt_threads()
+    assert all(name.startswith("vgen-bcrypt") for name, _ in seen)
+    assert all(nice >= security.BCRYPT_NICE for _, nice in seen)
+
+
+def test_read_only_services_never_wait_for_the_sqlite_write_lock(db: Session) -> None:
+    """A writer holding SQLite's lock does not hold up the session check and the page reads."""
+    import threading
+
+    from sqlalchemy import text
+
+    from vgen_app.db import session_scope
+    from vgen_app.services import ledger, sessions
+
+    if db.get_bind().dialect.name != "sqlite":
+        pytest.skip("SQLite's write lock")
+    ann = make_user(db, "ann@example.com")
+    token = login_session(db, "ann@example.com")
+    task = tasks.create_task(db, ann, "lipsync", "clip")
+    holding, release, committed = threading.Event(), threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with session_scope() as s:
+            s.execute(text("UPDATE users SET balance = balance WHERE id = :id"), {"id": ann})
+            holding.set()  # BEGIN IMMEDIATE taken: every other writer now queues
+            release.wait(15)
+            s.commit()
+            committed.set()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        assert holding.wait(10)
+        from vgen_app.db import with_db
+
+        assert with_db(sessions.validate, token) is not None
+        assert with_db(tasks.task_view, ann, task.id).task.name == "clip"
+        assert with_db(tasks.list_tasks, ann).total == 1
+        assert with_db(ledger.history, ann).total == 0
+        assert with_db(ledger.balance_series, ann) == []
+        assert not committed.is_set()  # all of it answered while the writer held the lock
+    finally:
+        release.set()
+        thread.join(10)

@@ -16,7 +16,7 @@ from sqlalchemy.sql.elements import TextClause
 from sqlmodel import Session, col, select
 
 from vgen_app import clock
-from vgen_app.db import end_read, is_d1, refresh_loaded, run_batch, sql
+from vgen_app.db import end_read, is_d1, read_only, refresh_loaded, run_batch, sql
 from vgen_app.models import LedgerAction, LedgerEntry, User
 from vgen_app.services import outbox
 
@@ -224,6 +224,7 @@ class HistoryPage:
     total: int
 
 
+@read_only
 def history(db: Session, user_id: str, page: int = 1, per_page: int = 20) -> HistoryPage:
     """Applied changes, newest first, paginated."""
     base = select(LedgerEntry).where(LedgerEntry.user_id == user_id, LedgerEntry.outcome == APPLIED)
@@ -245,6 +246,7 @@ def history(db: Session, user_id: str, page: int = 1, per_page: int = 20) -> His
     return HistoryPage(entries, page, pages, total)
 
 
+@read_only
 def balance_series(db: Session, user_id: str, limit: int = 500) -> list[tuple[str, int]]:
     """(ISO time, balance) points of the latest applied changes, oldest first: the chart's line.
 

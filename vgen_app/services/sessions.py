@@ -10,7 +10,7 @@ from sqlmodel import Session, col, select
 
 from vgen_app import clock
 from vgen_app.config import get_settings
-from vgen_app.db import end_read
+from vgen_app.db import end_read, read_only
 from vgen_app.models import User, UserSession, UserStatus
 from vgen_app.services.security import new_token, token_hash
 
@@ -46,6 +46,7 @@ def create(
     return token
 
 
+@read_only
 def validate(db: Session, token: str | None) -> SessionUser | None:
     """The user behind a session token, or None (unknown, expired, revoked, or user not active)."""
     if not token or len(token) > 200:
@@ -68,6 +69,7 @@ def validate(db: Session, token: str | None) -> SessionUser | None:
         end_read(db)
         return None
     if now - session.last_seen_at > TOUCH_EVERY:
+        end_read(db)  # the read ends first: a write then takes the lock in a transaction of its own
         db.exec(
             update(UserSession).where(col(UserSession.id) == session.id).values(last_seen_at=now)
         )

@@ -11,7 +11,7 @@ from sqlmodel import Session, col, select
 
 from vgen_app import clock
 from vgen_app.adapters.media import MediaError, MediaInfo
-from vgen_app.db import end_read
+from vgen_app.db import end_read, read_only
 from vgen_app.models import Run, RunStatus, Task, TaskInput, is_id, new_id
 from vgen_app.services import catalog
 from vgen_app.services.catalog import ModelSpec, Slot
@@ -82,6 +82,7 @@ class TaskPage:
     total: int
 
 
+@read_only
 def list_tasks(db: Session, owner_id: str, page: int = 1, per_page: int = 20) -> TaskPage:
     """My tasks, newest first, with the status of each one's latest run (two queries, no N+1)."""
     total = int(
@@ -151,6 +152,7 @@ class TaskView:
         return any(r.status in IN_FLIGHT for r in self.runs[:1])
 
 
+@read_only
 def task_view(db: Session, owner_id: str, task_id: str, runs_limit: int = 20) -> TaskView:
     """The task page's data for its owner (NotFound for anyone else): four bounded queries, one
     thread hop for the caller — the page refreshes this every second while a run is in flight."""
