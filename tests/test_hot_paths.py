@@ -257,3 +257,28 @@ def test_read_only_services_never_wait_for_the_sqlite_write_lock(db: Session) ->
     finally:
         release.set()
         thread.join(10)
+
+
+def test_dashboard_event_is_one_database_call(db: Session, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The session check and the task list share one thread hop and one session per event."""
+    from vgen_app.ui import session as session_ui
+
+    ann = make_user(db, "ann@example.com")
+    tasks.create_task(db, ann, "lipsync", "clip")
+    cookie = f"vgen_session={login_session(db, 'ann@example.com')}"
+    calls: list[str] = []
+    real = session_ui.run_db
+
+    async def counting(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(fn.__name__)
+        return await real(fn, *args, **kwargs)
+
+    monkeypatch.setattr(session_ui, "run_db", counting)
+    monkeypatch.setattr(task_ui, "run_db", counting)
+    state = _state(task_ui.DashboardState, "/", cookie=cookie)
+    assert asyncio.run(state.on_load()) is None
+    assert calls == ["_check_then_read"]
+    assert state.authenticated and [r["name"] for r in state.task_rows] == ["clip"]
+
+    with pytest.raises(TypeError):  # a service that may write never rides on the read-only path
+        asyncio.run(state.current_user_and(tasks.create_task, "lipsync"))

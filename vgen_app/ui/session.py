@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import reflex as rx
+from sqlmodel import Session
 
 from vgen_app.api.cookies import token_from_cookie_header
-from vgen_app.db import run_db
+from vgen_app.db import read_only, run_db
 from vgen_app.services import clientinfo, sessions
 from vgen_app.services.accounts import ClientInfo
 from vgen_app.services.sessions import SessionUser
 from vgen_app.ui import routes
+
+T = TypeVar("T")
 
 
 class _SessionGuard:
@@ -27,13 +32,35 @@ class _SessionGuard:
     async def current_user(self: SessionState) -> SessionUser | None:
         token = token_from_cookie_header(self.router.headers.cookie)
         user = await run_db(sessions.validate, token) if token else None
+        self._set_user(user)
+        return user
+
+    async def current_user_and(
+        self: SessionState, read: Callable[..., T], *args: Any
+    ) -> tuple[SessionUser | None, T | None]:
+        """The session check and one read-only service for that user (`read(db, user_id, *args)`)
+        in one database call: one thread hop and one session per event. The read runs only for a
+        live session; without one the result is None."""
+        if not getattr(read, "read_only", False):
+            raise TypeError(f"{read.__name__} is not @read_only")
+        token = token_from_cookie_header(self.router.headers.cookie)
+        user, result = await run_db(_check_then_read, token, read, *args) if token else (None, None)
+        self._set_user(user)
+        return user, result
+
+    def _set_user(self: SessionState, user: SessionUser | None) -> None:
         if user is None:
             self.user_email, self.balance, self.authenticated = "", 0, False
             self._user_id = ""
         else:
             self.user_email, self.balance, self.authenticated = user.email, user.balance, True
             self._user_id = user.user_id
-        return user
+
+
+@read_only
+def _check_then_read(db: Session, token: str, read: Callable[..., T], *args: Any) -> tuple:
+    user = sessions.validate(db, token)
+    return user, (read(db, user.user_id, *args) if user is not None else None)
 
 
 class SessionState(_SessionGuard, rx.State):

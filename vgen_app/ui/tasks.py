@@ -52,8 +52,11 @@ class DashboardState(SessionState):
     tasks_pages: int = 1
     tasks_total: int = 0
 
-    async def _load(self, user_id: str) -> None:
-        page = await run_db(tasks.list_tasks, user_id, self.tasks_page, PER_PAGE)
+    async def _load_for_session(self) -> bool:
+        """Check the session and read the page in one database call; False without a session."""
+        user, page = await self.current_user_and(tasks.list_tasks, self.tasks_page, PER_PAGE)
+        if user is None or page is None:
+            return False
         self.tasks_page, self.tasks_pages, self.tasks_total = page.page, page.pages, page.total
         self.task_rows = [
             {
@@ -70,22 +73,19 @@ class DashboardState(SessionState):
             }
             for r in page.rows
         ]
+        return True
 
     @rx.event
     async def on_load(self):
         self.tasks_page = 1
-        user = await self.current_user()
-        if user is None:
+        if not await self._load_for_session():
             return self._login_redirect()
-        await self._load(user.user_id)
 
     @rx.event
     async def go_to_page(self, page: int):
-        user = await self.current_user()
-        if user is None:
-            return self._login_redirect()
         self.tasks_page = int(page)
-        await self._load(user.user_id)
+        if not await self._load_for_session():
+            return self._login_redirect()
 
 
 class NewTaskState(SessionState):
@@ -155,7 +155,9 @@ class TaskState(SessionState):
 
     async def _refresh(self, user_id: str) -> None:
         """Reload the task, its inputs and its newest runs (owner only): one thread hop."""
-        view = await run_db(tasks.task_view, user_id, self.task_id, RUNS_SHOWN)
+        self._show(await run_db(tasks.task_view, user_id, self.task_id, RUNS_SHOWN))
+
+    def _show(self, view: tasks.TaskView) -> None:
         task, inputs, run_list = view.task, view.inputs, view.runs
         spec = catalog.get(task.model)
         self.task_name, self.task_model = task.name, spec.title if spec else task.model
@@ -244,15 +246,17 @@ class TaskState(SessionState):
                 async with self:
                     if self.task_id != task_id:
                         return
-                    user = await self.current_user()
-                    if user is None:  # logged out, blocked or reset meanwhile
+                    try:  # the session check and the page's read: one database call a tick
+                        user, view = await self.current_user_and(
+                            tasks.task_view, task_id, RUNS_SHOWN
+                        )
+                    except tasks.NotFound:
+                        return
+                    if user is None or view is None:  # logged out, blocked or reset meanwhile
                         to_login = self._login_redirect()
                     else:
                         to_login = None
-                        try:
-                            await self._refresh(user.user_id)
-                        except tasks.NotFound:
-                            return
+                        self._show(view)
                         if not self.in_flight:
                             await self.current_user()  # a failed run's refund shows in the header
                             return
