@@ -173,6 +173,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
 
 
+@pytest.fixture
+def local_storage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Storage and the upload spool in this test's own folder (modules that store files use it
+    for every test: `pytestmark = pytest.mark.usefixtures("local_storage")`)."""
+    from vgen_app.adapters import storage as storage_mod
+
+    root = tmp_path / "storage"
+    monkeypatch.setenv("STORAGE_URL", f"file://{root}")
+    monkeypatch.setenv("UPLOAD_TMP_DIR", str(tmp_path / "spool"))
+    reset_settings()
+    storage_mod._cache.clear()
+    return root
+
+
 # --- Figures: reliability and abuse scenarios print what they tried and what was lost ---------------
 _FIGURES: list[tuple[str, str]] = []
 

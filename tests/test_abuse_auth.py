@@ -35,13 +35,13 @@ import bcrypt
 import pytest
 import reflex as rx
 import wrapt
-from reflex.istate.data import RouterData
 from sqlalchemy import event as sa_event
 from sqlalchemy import select as sa_select
 from sqlmodel import SQLModel
 from starlette.testclient import TestClient
 
 from tests.helpers import ingest, login_session, make_user, token_of
+from tests.test_app import _state
 from vgen_app import clock
 from vgen_app.adapters import mail
 from vgen_app.adapters.payments import get_payments
@@ -55,20 +55,6 @@ ATTACKER = "attacker@example.net"
 
 
 # --- states as a socket gives them -------------------------------------------------------------
-
-
-def _state(cls: type, path: str = "/", cookie: str = "", ip: str = "127.0.0.1") -> Any:
-    state = cls()
-    state.router = RouterData.from_router_data(
-        {
-            "headers": {"origin": ORIGIN, "cookie": cookie, "user-agent": "Chromium test"},
-            "asPath": path,
-            "pathname": path.split("?")[0],
-            "ip": ip,
-            "token": "client-token",
-        }
-    )
-    return state
 
 
 async def _collect(result: Any) -> list[Any]:

@@ -34,16 +34,7 @@ from vgen_app.worker import GENERATION_LEASE
 PRICE = 500  # lipsync with the 3 s voice track of `samples`: the model's minimum price
 
 
-@pytest.fixture(autouse=True)
-def local_storage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    from vgen_app.adapters import storage as storage_mod
-
-    root = tmp_path / "storage"
-    monkeypatch.setenv("STORAGE_URL", f"file://{root}")
-    monkeypatch.setenv("UPLOAD_TMP_DIR", str(tmp_path / "spool"))
-    reset_settings()
-    storage_mod._cache.clear()
-    return root
+pytestmark = pytest.mark.usefixtures("local_storage")
 
 
 def ready_tasks(owner: str, count: int, samples: dict[str, Path]) -> list[str]:

@@ -19,18 +19,7 @@ from vgen_app.models import AnalyticsOutbox, LedgerEntry, Run
 from vgen_app.services import ledger, runs, tasks
 from vgen_app.services.tasks import NotFound, TaskError
 
-
-@pytest.fixture(autouse=True)
-def local_storage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    from vgen_app.adapters import storage as storage_mod
-    from vgen_app.config import reset_settings
-
-    root = tmp_path / "storage"
-    monkeypatch.setenv("STORAGE_URL", f"file://{root}")
-    monkeypatch.setenv("UPLOAD_TMP_DIR", str(tmp_path / "spool"))
-    reset_settings()
-    storage_mod._cache.clear()
-    return root
+pytestmark = pytest.mark.usefixtures("local_storage")
 
 
 @pytest.fixture

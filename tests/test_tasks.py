@@ -10,19 +10,12 @@ from sqlmodel import Session, select
 
 from tests.helpers import ingest, make_user
 from vgen_app.adapters.storage import get_storage
-from vgen_app.config import get_settings, reset_settings
+from vgen_app.config import get_settings
 from vgen_app.models import TaskInput
 from vgen_app.services import catalog, runs, tasks
 from vgen_app.services.tasks import NotFound, TaskError
 
-
-@pytest.fixture(autouse=True)
-def local_storage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = tmp_path / "storage"
-    monkeypatch.setenv("STORAGE_URL", f"file://{root}")
-    monkeypatch.setenv("UPLOAD_TMP_DIR", str(tmp_path / "spool"))
-    reset_settings()
-    return root
+pytestmark = pytest.mark.usefixtures("local_storage")
 
 
 def stored_files(root: Path) -> list[Path]:
