@@ -22,7 +22,7 @@ os.environ["DATABASE_URL"] = f"sqlite:///{TMP / 'bench.db'}"
 
 from pytest_httpserver import HTTPServer
 
-from tests.fake_bigquery import FakeBigQuery
+from tests.fakes.fake_bigquery import FakeBigQuery
 from vgen_app import clock
 from vgen_app.adapters.analytics import BigQuerySink, make_client, to_bigquery_row
 from vgen_app.cli import migrate

@@ -455,7 +455,7 @@ def run_spool(total: int, workdir: Path) -> dict:
 
 def padded_video(workdir: Path) -> bytes:
     """A real 2 s H.264/AAC MP4 (moov first), made with the bundled ffmpeg."""
-    from tests.media_samples import make_video
+    from tests.fakes.media_samples import make_video
 
     path = make_video(workdir / "real.mp4", seconds=2, size="160x120", faststart=True)
     return path.read_bytes()

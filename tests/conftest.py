@@ -1,5 +1,5 @@
 """Shared fixtures. Service tests run on SQLite and on the local PostgreSQL (`db` is parametrized);
-the ledger, webhook and run tests (D1_MODULES) also on a fake Cloudflare D1 (tests/fake_d1.py).
+the ledger, webhook and run tests (D1_MODULES) also on a fake Cloudflare D1 (tests/fakes/fake_d1.py).
 
 The environment is set before the app is imported: a throw-away var folder, a cheap bcrypt.
 """
@@ -58,7 +58,7 @@ def asgi_app() -> object:
 @pytest.fixture(scope="session")
 def samples(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Small real media made with ffmpeg, once per test session."""
-    from tests.media_samples import make_audio, make_image, make_video
+    from tests.fakes.media_samples import make_audio, make_image, make_video
 
     d = tmp_path_factory.mktemp("samples")
     return {
@@ -103,7 +103,7 @@ D1_MODULES = {"test_ledger.py", "test_billing.py", "test_runs.py"}
 def fake_d1_url() -> Iterator[str]:
     """A fake Cloudflare D1 (HTTP API on sqlite3), migrated through the dialect like a real one."""
     pytest.importorskip("sqlalchemy_cloudflare_d1")
-    from tests.fake_d1 import FakeD1
+    from tests.fakes.fake_d1 import FakeD1
 
     fake = FakeD1(str(_TMP / "d1.sqlite"))
     try:

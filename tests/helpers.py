@@ -5,12 +5,14 @@ from __future__ import annotations
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 from sqlmodel import Session
 
 from vgen_app.services import accounts
 from vgen_app.services.emails import Mail
 
+ORIGIN = "http://localhost:3000"
 TOKEN_RE = re.compile(r"token=([A-Za-z0-9_\-]+)")
 
 
@@ -56,3 +58,20 @@ def ingest(user: str, task_id: str, slot: str, src: Path, filename: str | None =
 
     path, size = spool(src)
     return uploads.ingest(user, task_id, slot, filename or src.name, path, size)
+
+
+def ui_state(cls: type, path: str = "/", cookie: str = "", ip: str = "127.0.0.1") -> Any:
+    """A UI state as a tab at `path` would have it (cookie and client IP from its handshake)."""
+    from reflex.istate.data import RouterData
+
+    state = cls()
+    state.router = RouterData.from_router_data(
+        {
+            "headers": {"origin": ORIGIN, "cookie": cookie, "user-agent": "Chromium test"},
+            "asPath": path,
+            "pathname": path.split("?")[0],
+            "ip": ip,
+            "token": "client-token",
+        }
+    )
+    return state

@@ -9,7 +9,7 @@ import pytest
 from journey_helpers import activate, login_ok, signup, unique_email, wait_hydrated
 from playwright.sync_api import expect
 
-from tests.media_samples import make_audio, make_video
+from tests.fakes.media_samples import make_audio, make_video
 from vgen_app.adapters import media
 
 pytestmark = pytest.mark.browser

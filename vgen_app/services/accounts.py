@@ -21,6 +21,7 @@ from vgen_app.db import end_read
 from vgen_app.models import LinkPurpose, OneTimeLink, User, UserStatus
 from vgen_app.services import emails, outbox, ratelimit, sessions
 from vgen_app.services.emails import Mail
+from vgen_app.services.errors import AccountError
 from vgen_app.services.security import (
     burn_password_check,
     hash_password,
@@ -37,15 +38,6 @@ CHECK_INBOX = (
     "Check your inbox: if {email} can sign up, we have sent it a link to activate the account."
 )
 RESET_SENT = "If an account exists for {email}, we have sent it a link to reset the password."
-
-
-class AccountError(Exception):
-    """A refusal with a message fit to show the user."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass

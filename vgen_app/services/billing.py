@@ -17,17 +17,11 @@ from vgen_app.config import TokenPackage, get_settings
 from vgen_app.db import end_read, is_d1, refresh_loaded, run_batch, sql
 from vgen_app.models import CheckoutSession, LedgerAction, PaymentCredit, User
 from vgen_app.services import ledger
+from vgen_app.services.errors import BillingError
 
 log = logging.getLogger("vgen.billing")
 
 CREDITING_EVENTS = {"checkout.session.completed", "checkout.session.async_payment_succeeded"}
-
-
-class BillingError(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 class BadSignature(BillingError):

@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import func, update
+from sqlalchemy import ColumnElement, Update, exists, func, update
 from sqlmodel import Session, col, select
 
 from vgen_app import clock
@@ -15,26 +15,47 @@ from vgen_app.db import end_read, read_only
 from vgen_app.models import Run, RunStatus, Task, TaskInput, is_id, new_id
 from vgen_app.services import catalog
 from vgen_app.services.catalog import ModelSpec, Slot
+from vgen_app.services.errors import NotFound, TaskError
 
 log = logging.getLogger("vgen.tasks")
 
-IN_FLIGHT = (RunStatus.QUEUED.value, RunStatus.PROCESSING.value)
+IN_FLIGHT = (RunStatus.QUEUED, RunStatus.PROCESSING)
+
+# What a user is told when a task's run in flight stops what they asked for.
+BUSY_RUNNING = "This task is already running."
+BUSY_INPUTS = "A run is in progress: inputs can be replaced when it has finished."
 
 
-class TaskError(Exception):
-    """A refusal with a message fit for the user."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class TaskBusy(TaskError):
+    def __init__(self, message: str) -> None:
+        super().__init__("busy", message)
 
 
-class NotFound(TaskError):
-    """Unknown, or someone else's: the same answer either way."""
+def lock_statement(owner_id: str, task_id: str) -> Update:
+    """Touch the owner's task row: a write lock that serializes run creation and input changes
+    (on PostgreSQL a row lock until commit; SQLite and D1 serialize writers anyway). It matches
+    no row for anyone else's task."""
+    return (
+        update(Task)
+        .where(col(Task.id) == task_id, col(Task.owner_id) == owner_id)
+        .values(updated_at=clock.now())
+    )
 
-    def __init__(self, what: str = "task") -> None:
-        super().__init__("not_found", f"This {what} does not exist.")
+
+def idle(task_id: str) -> ColumnElement[bool]:
+    """SQL condition: the task has no run in flight."""
+    return ~exists().where(col(Run.task_id) == task_id, col(Run.status).in_(IN_FLIGHT))
+
+
+def lock_idle_task(db: Session, owner_id: str, task_id: str, busy_message: str) -> None:
+    """Lock the owner's task row, then check that no run is in flight (inside the caller's
+    transaction): NotFound for anyone else's task, TaskBusy with `busy_message` if it runs."""
+    if db.exec(lock_statement(owner_id, task_id)).rowcount != 1:
+        db.rollback()
+        raise NotFound()
+    if run_in_flight(db, task_id):
+        db.rollback()
+        raise TaskBusy(busy_message)
 
 
 # --- tasks -----------------------------------------------------------------------------------------
@@ -181,10 +202,7 @@ def task_view(db: Session, owner_id: str, task_id: str, runs_limit: int = 20) ->
 
 
 def run_in_flight(db: Session, task_id: str) -> bool:
-    found = db.exec(
-        select(Run.id).where(Run.task_id == task_id, col(Run.status).in_(IN_FLIGHT)).limit(1)
-    ).first()
-    return found is not None
+    return not db.exec(select(idle(task_id))).one()
 
 
 def upload_target(db: Session, owner_id: str, task_id: str, slot_name: str) -> tuple[Task, Slot]:
@@ -196,9 +214,7 @@ def upload_target(db: Session, owner_id: str, task_id: str, slot_name: str) -> t
     busy = run_in_flight(db, task.id)
     end_read(db)
     if busy:
-        raise TaskError(
-            "busy", "A run is in progress: inputs can be replaced when it has finished."
-        )
+        raise TaskBusy(BUSY_INPUTS)
     return task, slot
 
 
@@ -250,20 +266,7 @@ def attach_input(
     info: MediaInfo,
 ) -> tuple[TaskInput, str | None]:
     """Record the stored file in its slot; returns the input and the replaced file's key."""
-    # Lock the task row (serializes with run creation), then check again: no run in flight.
-    locked = db.exec(
-        update(Task)
-        .where(col(Task.id) == task_id, col(Task.owner_id) == owner_id)
-        .values(updated_at=clock.now())
-    )
-    if locked.rowcount != 1:
-        db.rollback()
-        raise NotFound()
-    if run_in_flight(db, task_id):
-        db.rollback()
-        raise TaskError(
-            "busy", "A run is in progress: inputs can be replaced when it has finished."
-        )
+    lock_idle_task(db, owner_id, task_id, BUSY_INPUTS)  # checked again, under the lock
     existing = db.exec(
         select(TaskInput).where(TaskInput.task_id == task_id, TaskInput.slot == slot_name)
     ).first()

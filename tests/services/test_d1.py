@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.sql import Executable
 from sqlmodel import Session, col, select
 
-from tests.fake_d1 import FakeD1
+from tests.fakes.fake_d1 import FakeD1
 from tests.helpers import make_user
 from vgen_app import clock
 from vgen_app import db as dbmod

@@ -304,7 +304,7 @@ def _healthy(port: int) -> bool:
 
 
 class App:
-    """The app's backend in its own process group (tests/fault_app_process.py)."""
+    """The app's backend in its own process group (tests/scenarios/fault_app_process.py)."""
 
     def __init__(self, env: dict[str, str], workdir: Path, log: Path, workers: int) -> None:
         self.port = _free_port()
@@ -314,7 +314,7 @@ class App:
             self.proc = subprocess.Popen(
                 [
                     sys.executable,
-                    str(ROOT / "tests" / "fault_app_process.py"),
+                    str(ROOT / "tests" / "scenarios" / "fault_app_process.py"),
                     str(self.port),
                     str(workers),
                 ],

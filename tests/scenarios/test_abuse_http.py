@@ -972,7 +972,7 @@ def hostile(
     tmp_path_factory: pytest.TempPathFactory, samples: dict[str, Path]
 ) -> dict[str, tuple[str, bytes]]:
     """slot -> (filename, bytes) of every hostile file, made once."""
-    from tests.media_samples import make_image
+    from tests.fakes.media_samples import make_image
 
     d = tmp_path_factory.mktemp("hostile")
     video = samples["video"].read_bytes()

@@ -10,7 +10,7 @@ import pytest
 from sqlmodel import Session, select
 
 from tests.helpers import ingest, make_user
-from tests.media_samples import make_audio, make_video
+from tests.fakes.media_samples import make_audio, make_video
 from vgen_app.adapters import generation as gen
 from vgen_app.adapters import media
 from vgen_app.adapters.storage import LocalStorage
@@ -319,7 +319,7 @@ def test_talking_photo_and_faceswap_produce_video(
 ) -> None:
     ann = make_user(db, "ann@example.com")
     ledger.change_balance(db, ann, 10_000, "topup")
-    from tests.media_samples import make_image
+    from tests.fakes.media_samples import make_image
 
     image = make_image(tmp_path / "face.jpg")
     voice = make_audio(tmp_path / "voice.mp3", seconds=2)

@@ -12,11 +12,10 @@ from http.cookies import SimpleCookie
 from typing import Any
 
 import pytest
-from reflex.istate.data import RouterData
 from sqlmodel import select
 from starlette.testclient import TestClient
 
-from tests.helpers import TOKEN_RE, login_session, make_user, token_of
+from tests.helpers import TOKEN_RE, login_session, make_user, token_of, ui_state
 from vgen_app.config import reset_settings
 from vgen_app.db import session_scope, with_db
 from vgen_app.models import AnalyticsOutbox, User
@@ -161,20 +160,6 @@ def test_no_framework_docs_at_the_root(client: TestClient) -> None:
 # --- UI states: the guard and the auth handlers ------------------------------------------------
 
 
-def _state(cls: type, path: str = "/", cookie: str = "", ip: str = "127.0.0.1") -> Any:
-    state = cls()
-    state.router = RouterData.from_router_data(
-        {
-            "headers": {"origin": ORIGIN, "cookie": cookie, "user-agent": "Chromium test"},
-            "asPath": path,
-            "pathname": path.split("?")[0],
-            "ip": ip,
-            "token": "client-token",
-        }
-    )
-    return state
-
-
 async def _collect(result: Any) -> list[Any]:
     if hasattr(result, "__aiter__"):
         return [e async for e in result]
@@ -191,7 +176,7 @@ def test_guard_redirects_without_a_valid_session(database_url: str) -> None:
     from vgen_app.ui.session import SessionState
 
     for cookie in ["", "vgen_session=forged-token", "garbage;;=="]:
-        state = _state(SessionState, "/tokens?page=2", cookie)
+        state = ui_state(SessionState, "/tokens?page=2", cookie)
         state.user_email, state.authenticated = "stale@example.com", True  # stale tab state
         events = asyncio.run(_collect(state.require_login()))
         assert "/login?next=%2Ftokens%3Fpage%3D2" in _js(events)
@@ -204,7 +189,7 @@ def test_guard_admits_a_valid_session_and_rejects_it_once_revoked(database_url: 
     with session_scope() as db:
         user_id = make_user(db, "ann@example.com")
         token = login_session(db, "ann@example.com")
-    state = _state(SessionState, "/", f"other=1; vgen_session={token}")
+    state = ui_state(SessionState, "/", f"other=1; vgen_session={token}")
     assert asyncio.run(_collect(state.require_login())) == []
     assert (state.user_email, state.balance, state.authenticated) == ("ann@example.com", 0, True)
     with session_scope() as db:
@@ -218,13 +203,13 @@ def test_login_handler_redirects_through_the_session_route(database_url: str) ->
 
     with session_scope() as db:
         make_user(db, "ann@example.com")
-    state = _state(LoginState, "/login?next=/tokens")
+    state = ui_state(LoginState, "/login?next=/tokens")
     events = asyncio.run(_collect(state.submit({"email": "ann@example.com", "password": PW})))
     js = _js(events)
     assert "window.location.assign" in js and "/api/auth/session?ticket=" in js
     assert "next=%2Ftokens" in js and state.login_error == ""
 
-    bad = _state(LoginState, "/login")
+    bad = ui_state(LoginState, "/login")
     asyncio.run(_collect(bad.submit({"email": "ann@example.com", "password": "nope nope"})))
     assert bad.login_error == "Wrong e-mail or password."
 
@@ -239,7 +224,7 @@ def test_signup_survives_a_failing_mail_provider(
     monkeypatch.setenv("RESEND_API_KEY", "re_test")
     monkeypatch.setenv("RESEND_API_URL", httpserver.url_for("").rstrip("/"))
     reset_settings()
-    state = _state(SignupState, "/signup?utm_source=fb&utm_campaign=spring")
+    state = ui_state(SignupState, "/signup?utm_source=fb&utm_campaign=spring")
 
     async def run() -> list[Any]:
         events = await _collect(state.submit({"email": "Ann@Example.com", "password": PW}))
@@ -264,7 +249,7 @@ def test_signup_survives_a_failing_mail_provider(
     clock.travel(timedelta(minutes=2))
     httpserver.clear()
     httpserver.expect_request("/emails", "POST").respond_with_json({"id": "mail-2"})
-    login = _state(LoginState, "/login")
+    login = ui_state(LoginState, "/login")
 
     async def resend() -> None:
         await _collect(login.submit({"email": "ann@example.com", "password": PW}))
@@ -288,7 +273,7 @@ def test_signup_survives_a_failing_mail_provider(
 def test_signup_handler_shows_validation_errors(database_url: str) -> None:
     from vgen_app.ui.auth import SignupState
 
-    state = _state(SignupState, "/signup")
+    state = ui_state(SignupState, "/signup")
     asyncio.run(_collect(state.submit({"email": "not-an-email", "password": PW})))
     assert "valid e-mail" in state.signup_error
     asyncio.run(_collect(state.submit({"email": "ann@example.com", "password": "short"})))
@@ -301,23 +286,23 @@ def test_verify_and_reset_pages(database_url: str) -> None:
     with session_scope() as db:
         signup = accounts.signup(db, "ann@example.com", PW)
     token = token_of(signup.mails[0])
-    state = _state(VerifyState, f"/verify?token={token}")
+    state = ui_state(VerifyState, f"/verify?token={token}")
     asyncio.run(_collect(state.on_load()))
     assert state.verify_status == "ok"
-    again = _state(VerifyState, f"/verify?token={token}")
+    again = ui_state(VerifyState, f"/verify?token={token}")
     asyncio.run(_collect(again.on_load()))
     assert again.verify_status == "error" and "already used" in again.verify_message
 
     with session_scope() as db:
         reset_token = token_of(accounts.request_password_reset(db, "ann@example.com").mails[0])
-    reset = _state(ResetState, f"/reset?token={reset_token}")
+    reset = ui_state(ResetState, f"/reset?token={reset_token}")
     asyncio.run(_collect(reset.on_load()))
     assert reset.reset_status == "form"
     asyncio.run(_collect(reset.submit({"password": "new secret 1", "confirm": "different"})))
     assert reset.reset_error == "The two passwords do not match."
     asyncio.run(_collect(reset.submit({"password": "new secret 1", "confirm": "new secret 1"})))
     assert reset.reset_status == "done"
-    bogus = _state(ResetState, "/reset?token=bogus")
+    bogus = ui_state(ResetState, "/reset?token=bogus")
     asyncio.run(_collect(bogus.on_load()))
     assert bogus.reset_status == "error" and "invalid, expired or already used" in bogus.reset_error
 
@@ -325,9 +310,9 @@ def test_verify_and_reset_pages(database_url: str) -> None:
 def test_check_email_page_never_echoes_arbitrary_text() -> None:
     from vgen_app.ui.auth import CheckEmailState
 
-    ok = _state(CheckEmailState, "/check-email?email=Ann%40Example.com")
+    ok = ui_state(CheckEmailState, "/check-email?email=Ann%40Example.com")
     assert ok.check_email_address == "ann@example.com"
-    spoof = _state(CheckEmailState, "/check-email?email=Send+us+your+password")
+    spoof = ui_state(CheckEmailState, "/check-email?email=Send+us+your+password")
     assert spoof.check_email_address == "your e-mail address"
 
 

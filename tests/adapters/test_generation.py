@@ -13,7 +13,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from tests.media_samples import make_audio, make_image, make_video
+from tests.fakes.media_samples import make_audio, make_image, make_video
 from vgen_app.adapters import generation as gen
 from vgen_app.adapters.generation import (
     FAILED,

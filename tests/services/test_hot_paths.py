@@ -12,8 +12,7 @@ import pytest
 from sqlalchemy import event
 from sqlmodel import Session
 
-from tests.helpers import login_session, make_user
-from tests.test_app import _state
+from tests.helpers import login_session, make_user, ui_state
 from vgen_app.db import get_engine
 from vgen_app.models import Run, RunStatus
 from vgen_app.services import tasks
@@ -133,7 +132,7 @@ def test_task_page_refresh_is_one_database_call_and_sends_only_the_newest_runs(
         return await real(fn, *args, **kwargs)
 
     monkeypatch.setattr(task_ui, "run_db", counting)
-    state = _state(task_ui.TaskState, f"/tasks/{task.id}", cookie=cookie)
+    state = ui_state(task_ui.TaskState, f"/tasks/{task.id}", cookie=cookie)
     state.task_id = task.id
     user = asyncio.run(state.current_user())
     assert user is not None
@@ -164,7 +163,7 @@ def test_token_history_paging_does_not_resend_the_chart(
         return await real(fn, *args, **kwargs)
 
     monkeypatch.setattr(tokens_ui, "run_db", counting)
-    state = _state(tokens_ui.TokensState, "/tokens", cookie=cookie)
+    state = ui_state(tokens_ui.TokensState, "/tokens", cookie=cookie)
     asyncio.run(state.on_load())
     assert calls == ["history", "balance_series"] and len(state.chart) == 46
     state._clean()  # as after the delta went out over the socket
@@ -275,7 +274,7 @@ def test_dashboard_event_is_one_database_call(db: Session, monkeypatch: pytest.M
 
     monkeypatch.setattr(session_ui, "run_db", counting)
     monkeypatch.setattr(task_ui, "run_db", counting)
-    state = _state(task_ui.DashboardState, "/", cookie=cookie)
+    state = ui_state(task_ui.DashboardState, "/", cookie=cookie)
     assert asyncio.run(state.on_load()) is None
     assert calls == ["_check_then_read"]
     assert state.authenticated and [r["name"] for r in state.task_rows] == ["clip"]

@@ -40,8 +40,7 @@ from sqlalchemy import select as sa_select
 from sqlmodel import SQLModel
 from starlette.testclient import TestClient
 
-from tests.helpers import ingest, login_session, make_user, token_of
-from tests.test_app import _state
+from tests.helpers import ingest, login_session, make_user, token_of, ui_state
 from vgen_app import clock
 from vgen_app.adapters import mail
 from vgen_app.adapters.payments import get_payments
@@ -387,7 +386,7 @@ def test_no_handler_serves_or_changes_data_without_a_live_session(
             v = victims.get(kind, target)
             for cls, name in handlers:
                 key = _key(cls, name)
-                state = _state(cls, _path(cls, v), _cookie(kind, victims))
+                state = ui_state(cls, _path(cls, v), _cookie(kind, victims))
                 if kind in REVOKED and key not in PUBLIC and hasattr(state, "current_user"):
                     assert await state.current_user() is not None, (kind, key)
                     if f"{cls.__name__}.on_load" in GUARDED:
@@ -489,7 +488,7 @@ def test_payment_wait_stops_when_the_session_is_revoked_meanwhile(
         return real(db, session_id, uid)
 
     monkeypatch.setattr(tokens_ui.billing, "checkout_for_user", poll_then_logout)
-    state = _state(
+    state = ui_state(
         PaymentSuccessState, f"/tokens/success?session_id={checkout.id}", f"vgen_session={token}"
     )
     events = _run(state, "on_load")
@@ -515,7 +514,7 @@ def test_background_task_handlers_send_a_dead_session_to_login(
         user_id = make_user(db, "ann@example.com")
         token = login_session(db, "ann@example.com")
         task = tasks.create_task(db, user_id, "lipsync", "My clip")
-    state = _state(TaskState, f"/tasks/{task.id}", f"vgen_session={token}")
+    state = ui_state(TaskState, f"/tasks/{task.id}", f"vgen_session={token}")
     _run(state, "on_load")
     assert state.authenticated
     with session_scope() as db:
@@ -536,7 +535,7 @@ async def _chunks_of(data: bytes, filename: str) -> AsyncIterator[Any]:
 def _login(email: str, password: str, ip: str) -> tuple[Any, list[Any]]:
     from vgen_app.ui.auth import LoginState
 
-    state = _state(LoginState, "/login?next=/tokens", ip=ip)
+    state = ui_state(LoginState, "/login?next=/tokens", ip=ip)
     events = _run(state, "submit", {"email": email, "password": password})
     return state, events
 
@@ -653,7 +652,7 @@ def test_concurrent_guesses_get_no_more_checks_than_the_limit(
     n = 30
 
     async def guess(i: int) -> Any:
-        state = _state(LoginState, "/login", ip=f"10.9.{i}.1")
+        state = ui_state(LoginState, "/login", ip=f"10.9.{i}.1")
         await _call(state, "submit", {"email": "ann@example.com", "password": f"guess {i}"})
         return state.login_error
 
@@ -712,7 +711,7 @@ def test_login_answers_alike_and_checks_a_hash_for_every_address(
     answers, work = {}, {}
     for who, email in people.items():
         bcrypt_calls.clear()
-        state = _state(LoginState, "/login", ip=f"10.11.{len(answers)}.1")
+        state = ui_state(LoginState, "/login", ip=f"10.11.{len(answers)}.1")
         events = _run(state, "submit", {"email": email, "password": "wrong guess"})
         answers[who] = (state.login_error, _generic(_js(events), email), _snapshot(state))
         work[who] = list(bcrypt_calls)
@@ -746,7 +745,7 @@ def test_signup_answers_alike_and_hashes_for_every_address(
     answers, work = {}, {}
     for who, email in people.items():
         bcrypt_calls.clear()
-        state = _state(SignupState, "/signup", ip=f"10.13.{len(answers)}.1")
+        state = ui_state(SignupState, "/signup", ip=f"10.13.{len(answers)}.1")
         events = _run(state, "submit", {"email": email, "password": "some password"})
         answers[who] = (state.signup_error, _generic(_js(events), email))
         snap = _snapshot(state)
@@ -814,7 +813,7 @@ def test_reset_request_answers_alike_for_every_address(
         return answer, before_answer
 
     for who, email in people.items():
-        state = _state(ForgotState, "/forgot", ip="10.14.0.1")
+        state = ui_state(ForgotState, "/forgot", ip="10.14.0.1")
         bcrypt_calls.clear()
         sql_log.clear()
         answers[who], statements = asyncio.run(ask(email))
@@ -861,7 +860,7 @@ def _answer_ms(cls: type, path: str, form: dict[str, str], ip: str) -> float:
     """How long the page takes to answer one submit (what an attacker can time)."""
 
     async def go() -> float:
-        state = _state(cls, path, ip=ip)
+        state = ui_state(cls, path, ip=ip)
         start = time.perf_counter()
         await _call(state, "submit", form)
         elapsed = (time.perf_counter() - start) * 1000
@@ -1019,10 +1018,10 @@ def test_https_ignores_a_cookie_without_the_host_prefix(
         token = login_session(db, "ann@example.com")
     monkeypatch.setenv("APP_URL", "https://app.vgen.com")
     reset_settings()
-    tossed = _state(SessionState, "/tokens", f"vgen_session={token}")
+    tossed = ui_state(SessionState, "/tokens", f"vgen_session={token}")
     assert "/login" in _js(_run(tossed, "require_login"))
     assert not tossed.authenticated
-    real = _state(SessionState, "/tokens", f"__Host-vgen_session={token}")
+    real = ui_state(SessionState, "/tokens", f"__Host-vgen_session={token}")
     assert _run(real, "require_login") == [] and real.authenticated
 
 
@@ -1042,7 +1041,7 @@ def test_the_session_token_never_reaches_the_browser_state(database_url: str) ->
 
     texts = []
     for cls, handler in ((SessionState, "require_login"), (TokensState, "on_load")):
-        state = _state(cls, "/tokens", cookie)
+        state = ui_state(cls, "/tokens", cookie)
         _run(state, handler)
         assert state.authenticated
         texts.append(asyncio.run(synced(state)))
@@ -1060,7 +1059,7 @@ def test_expired_activation_link_through_the_page(database_url: str) -> None:
     with session_scope() as db:
         token = token_of(accounts.signup(db, "ann@example.com", PW).mails[0])
     clock.travel(timedelta(hours=get_settings().link_ttl_hours, seconds=1))
-    state = _state(VerifyState, f"/verify?token={token}")
+    state = ui_state(VerifyState, f"/verify?token={token}")
     _run(state, "on_load")
     assert state.verify_status == "error" and "expired" in state.verify_message
     with session_scope() as db, pytest.raises(accounts.UnverifiedLogin):
@@ -1071,7 +1070,7 @@ def test_reset_links_used_voided_or_expired_through_the_page(database_url: str) 
     from vgen_app.ui.auth import ResetState
 
     def page(token: str) -> Any:
-        state = _state(ResetState, f"/reset?token={token}")
+        state = ui_state(ResetState, f"/reset?token={token}")
         _run(state, "on_load")
         return state
 

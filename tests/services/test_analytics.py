@@ -13,7 +13,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 from sqlmodel import Session, select
 
-from tests.fake_bigquery import FakeBigQuery
+from tests.fakes.fake_bigquery import FakeBigQuery
 from tests.helpers import ingest, make_user
 from vgen_app.adapters.analytics import BigQuerySink, init_tables, make_client
 from vgen_app.config import reset_settings
@@ -232,7 +232,7 @@ def _filled(table: str, row: dict[str, Any]) -> bool:
 def test_each_event_writes_one_complete_row(
     db: Session, samples, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.test_billing import deliver, paid_event
+    from tests.services.test_billing import deliver, paid_event
     from vgen_app.adapters import generation as gen
     from vgen_app.adapters import storage as storage_mod
     from vgen_app.services import clientinfo, runs, tasks

@@ -1,7 +1,7 @@
 """The app's backend as production serves it, for tests that kill it with SIGKILL: Granian (ASGI)
 running the Reflex app, whose lifespan tasks include the generation worker with the simulator.
 
-Usage: python tests/fault_app_process.py PORT [WORKERS]
+Usage: python tests/scenarios/fault_app_process.py PORT [WORKERS]
 
 Run it in its own session (process group) so the whole group — Granian's supervisor, its workers and
 their ffmpeg children — can be killed at once. Set `__REFLEX_SKIP_COMPILE=true` (the name Reflex

@@ -65,7 +65,7 @@ def test_lease_holder_killed_another_takes_over(
 
     procs = [
         subprocess.Popen(
-            [sys.executable, str(ROOT / "tests" / "worker_process.py")],
+            [sys.executable, str(ROOT / "tests" / "scenarios" / "worker_process.py")],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

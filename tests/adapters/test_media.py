@@ -9,7 +9,7 @@ from pathlib import Path
 import av
 import pytest
 
-from tests.media_samples import ffmpeg, make_audio, make_image, make_video
+from tests.fakes.media_samples import ffmpeg, make_audio, make_image, make_video
 from vgen_app.adapters import media
 from vgen_app.adapters.media import MediaError, probe
 
