@@ -214,7 +214,8 @@ def make_users(n: int, prefix: str, tasks_each: int, rounds: int) -> list[tuple[
     `rounds` (the bench process's BCRYPT_ROUNDS), tasks_each tasks each."""
     from vgen_app.config import reset_settings
     from vgen_app.db import session_scope
-    from vgen_app.services import catalog, tasks
+    from vgen_app import catalog
+    from vgen_app.services import tasks
 
     os.environ["BCRYPT_ROUNDS"] = str(rounds)
     reset_settings()

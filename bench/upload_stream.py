@@ -185,7 +185,8 @@ REFLEX_PATH_APP = textwrap.dedent(
     from starlette.responses import JSONResponse
     from starlette.routing import Route
     from reflex_components_core.core._upload import UploadChunkIterator, _UploadChunkMultipartParser
-    from vgen_app.services import catalog, uploads
+    from vgen_app import catalog
+    from vgen_app.services import uploads
     from vgen_app.ui import tasks as ui_tasks
 
     GOT = {}
@@ -412,7 +413,8 @@ def run_inprocess_floor(total: int, workdir: Path) -> dict:
 
 
 def run_spool(total: int, workdir: Path) -> dict:
-    from vgen_app.services import catalog, uploads
+    from vgen_app import catalog
+    from vgen_app.services import uploads
     from vgen_app.ui import tasks as ui_tasks
 
     got: dict = {}
@@ -659,7 +661,7 @@ def main() -> None:
     from vgen_app import config
 
     config.reset_settings()
-    from vgen_app.services import catalog
+    from vgen_app import catalog
 
     slot = catalog.get("lipsync").get_slot("video")
     limit = slot.max_bytes

@@ -68,7 +68,8 @@ from vgen_app.api.limits import BodyLimitMiddleware
 from vgen_app.config import get_settings, reset_settings
 from vgen_app.db import session_scope, with_db
 from vgen_app.models import Run, TaskInput, UserSession
-from vgen_app.services import accounts, catalog, ledger, sessions, tasks
+from vgen_app import catalog
+from vgen_app.services import accounts, ledger, sessions, tasks
 
 ORIGIN = "http://localhost:3000"
 ADMIN_TOKEN = "abuse-admin-token-0123456789abcdef"

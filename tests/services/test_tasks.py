@@ -12,7 +12,8 @@ from tests.helpers import ingest, make_user
 from vgen_app.adapters.storage import get_storage
 from vgen_app.config import get_settings
 from vgen_app.models import TaskInput
-from vgen_app.services import catalog, runs, tasks
+from vgen_app import catalog
+from vgen_app.services import runs, tasks
 from vgen_app.services.tasks import NotFound, TaskError
 
 pytestmark = pytest.mark.usefixtures("local_storage")

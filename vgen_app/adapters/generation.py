@@ -33,6 +33,7 @@ try:
 except ImportError:  # Windows: no flock; orphaned simulator jobs are not resumed there
     fcntl = None  # type: ignore[assignment]
 
+from vgen_app import catalog
 from vgen_app.adapters import media
 from vgen_app.config import VAR_DIR, get_settings
 
@@ -44,12 +45,12 @@ SUCCEEDED = "succeeded"
 FAILED = "failed"
 STATUSES = (QUEUED, PROCESSING, SUCCEEDED, FAILED)
 
-# Input slots each model needs (the simulator checks them; the real API does the same).
-MODEL_SLOTS: dict[str, tuple[str, ...]] = {
-    "lipsync": ("video", "audio"),
-    "faceswap": ("video", "image"),
-    "talking-photo": ("image", "audio"),
-}
+
+def model_slots(model: str) -> tuple[str, ...] | None:
+    """The input slots a model needs, from the catalog (the simulator checks them; the real API
+    does the same); None for a model the catalog does not list."""
+    spec = catalog.get(model)
+    return tuple(s.name for s in spec.slots) if spec else None
 
 
 class GenerationError(Exception):
@@ -340,7 +341,7 @@ class Simulator:
 
     # -- the contract ------------------------------------------------------------------------
     def submit(self, model: str, inputs: dict[str, str], params: dict | None = None) -> str:
-        slots = MODEL_SLOTS.get(model)
+        slots = model_slots(model)
         if slots is None:
             raise JobRejected(f"unknown model {model!r}")
         if set(inputs) != set(slots):

@@ -1,4 +1,4 @@
-"""The model catalog (configuration, not code): `vgen_app/catalog/models.toml`."""
+"""The model catalog (configuration, not code): `vgen_app/models.toml`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, model_validator
 
-CATALOG_FILE = Path(__file__).resolve().parent.parent / "catalog" / "models.toml"
+CATALOG_FILE = Path(__file__).resolve().parent / "models.toml"
 
 
 class Slot(BaseModel):
