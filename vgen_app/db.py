@@ -6,20 +6,20 @@ import asyncio
 import contextvars
 import functools
 import os
-import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import datetime
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from sqlalchemy import bindparam, event, text
+from sqlalchemy import JSON, String, event, literal
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import Executable
-from sqlalchemy.sql.elements import TextClause
+from sqlalchemy.sql.functions import FunctionElement
 from sqlmodel import Session, create_engine
 
 from vgen_app.config import get_settings
@@ -164,7 +164,7 @@ def end_read(session: Session) -> None:
     session.commit()
 
 
-# --- Cloudflare D1: one request = one transaction ---------------------------------------------------
+# --- batches: one definition, run in a transaction or as one Cloudflare D1 request -------------
 
 
 def is_d1(bind: Session | Engine | Connection) -> bool:
@@ -173,24 +173,61 @@ def is_d1(bind: Session | Engine | Connection) -> bool:
     return engine.dialect.name == D1
 
 
-def sql(statement: str, **values: Any) -> TextClause:
-    """A text statement with the values it names bound (datetimes as UTCDateTime)."""
-    from vgen_app.models import UTCDateTime
+class json_object(FunctionElement):
+    """A JSON object built in SQL from alternating keys and values: `json_object` on SQLite and
+    D1, `json_build_object` on PostgreSQL. Lets a batch write an analytics row from values
+    another statement of the same batch computed."""
 
-    names = set(re.findall(r"(?<!:):(\w+)", statement))
-    binds = [
-        bindparam(k, v, type_=UTCDateTime()) if isinstance(v, datetime) else bindparam(k, v)
-        for k, v in values.items()
-        if k in names
-    ]
-    return text(statement).bindparams(*binds)
+    type = JSON()
+    name = "json_object"
+    inherit_cache = True
+
+
+@compiles(json_object)
+def _json_object(element: json_object, compiler: Any, **kw: Any) -> str:
+    return f"json_object({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(json_object, "postgresql")
+def _json_object_pg(element: json_object, compiler: Any, **kw: Any) -> str:
+    return f"json_build_object({compiler.process(element.clauses, **kw)})"
+
+
+def json_pairs(**values: Any) -> json_object:
+    """`json_object('k1', v1, 'k2', v2, …)` for SQL expressions or plain values."""
+    args: list[Any] = []
+    for key, value in values.items():
+        args += [literal(key, String()), value]
+    return json_object(*args)
+
+
+@dataclass
+class Batch:
+    """Statements that are correct when run one after another with no result read in between
+    (each guarded in SQL: `INSERT … SELECT … WHERE`, `UPDATE … WHERE`), so the same list runs in
+    one transaction on SQLite and PostgreSQL and as one all-or-nothing request on D1. A statement
+    may be named to read its RETURNING rows afterwards: `Batch.rows(results, name)`."""
+
+    statements: list[Executable] = field(default_factory=list)
+    names: dict[str, int] = field(default_factory=dict)
+
+    def add(self, statement: Executable, name: str | None = None) -> None:
+        if name is not None:
+            if name in self.names:
+                raise ValueError(f"two statements named {name!r}")
+            self.names[name] = len(self.statements)
+        self.statements.append(statement)
+
+    def rows(self, results: Sequence[list[dict[str, Any]]], name: str) -> list[dict[str, Any]]:
+        return results[self.names[name]]
 
 
 def run_batch(db: Session, statements: Sequence[Executable]) -> list[list[dict[str, Any]]]:
     """Run statements all or nothing; each one's RETURNING rows (as dicts).
 
-    SQLite/PostgreSQL: in the session's transaction (the caller commits). D1: one `/query` batch,
-    which D1 runs as its own transaction, over the dialect's own HTTP client and credentials."""
+    SQLite/PostgreSQL: in the session's transaction (the caller commits; on failure it rolls
+    back). D1: one `/query` batch, which D1 runs as its own transaction, over the dialect's own
+    HTTP client and credentials. This is the only place that knows which of the two it is."""
     conn = db.connection()
     dialect = conn.dialect
     if dialect.name != D1:
@@ -201,11 +238,15 @@ def run_batch(db: Session, statements: Sequence[Executable]) -> list[list[dict[s
         return out
     batch = []
     for stmt in statements:
-        compiled = stmt.compile(dialect=dialect)
+        # Expanding parameters (`IN (…)`) rendered as one `?` per value: `status_1` → `status_1_1`…
+        compiled = stmt.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
         values = compiled.construct_params()
         params = []
         for name in compiled.positiontup or []:
-            proc = compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
+            bind = compiled.binds.get(name)
+            if bind is None:
+                bind = compiled.binds[name.rsplit("_", 1)[0]]
+            proc = bind.type.dialect_impl(dialect).bind_processor(dialect)
             params.append(proc(values[name]) if proc else values[name])
         batch.append({"sql": compiled.string, "params": params})
     raw = conn.connection.dbapi_connection  # sqlalchemy_cloudflare_d1.Connection
@@ -222,8 +263,8 @@ def run_batch(db: Session, statements: Sequence[Executable]) -> list[list[dict[s
 
 
 def refresh_loaded(db: Session, model: type, *ids: Any) -> None:
-    """After a D1 batch (it bypasses the ORM): reload those of these rows the session holds, as
-    the ORM's own UPDATE would have synchronized them."""
+    """After a batch (Core statements bypass the ORM): reload those of these rows the session
+    holds, as the ORM's own UPDATE would have synchronized them."""
     for ident in ids:
         obj = db.identity_map.get(Session.identity_key(model, ident))
         if obj is not None:

@@ -19,7 +19,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
-from sqlmodel import Field, SQLModel
+from sqlmodel import AutoString, Field, SQLModel
 
 from vgen_app import clock
 
@@ -46,6 +46,28 @@ class UTCDateTime(TypeDecorator):
         return value.astimezone(UTC)
 
 
+class EnumText(TypeDecorator):
+    """A StrEnum column stored as its plain string value (VARCHAR, as the migrations made it):
+    written only from a member or a valid value, read back as the member."""
+
+    impl = AutoString
+    cache_ok = True
+
+    def __init__(self, enum: type[StrEnum], length: int = 16) -> None:
+        super().__init__(length=length)
+        self.enum = enum
+
+    def process_bind_param(self, value: Any, dialect: Any) -> str | None:
+        return None if value is None else self.enum(value).value
+
+    def process_result_value(self, value: Any, dialect: Any) -> StrEnum | None:
+        return None if value is None else self.enum(value)
+
+
+def enum_column(enum: type[StrEnum], length: int = 16) -> Column:
+    return Column(EnumText(enum, length), nullable=False)
+
+
 def new_id() -> str:
     """Short random ids (~72 bits): unguessable in URLs and the admin API."""
     return secrets.token_urlsafe(9)
@@ -67,6 +89,31 @@ class UserStatus(StrEnum):
     BLOCKED = "blocked"
 
 
+class LedgerAction(StrEnum):
+    TOPUP = "topup"
+    USED = "used"
+    REFUND = "refund"
+    MANUAL = "manual"
+
+
+class Outcome(StrEnum):
+    """Of a balance change: applied, or refused because the balance would go negative."""
+
+    APPLIED = "applied"
+    REJECTED = "rejected"
+
+
+class CheckoutStatus(StrEnum):
+    OPEN = "open"
+    PAID = "paid"
+
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
 class LinkPurpose(StrEnum):
     ACTIVATION = "activation"
     RESET = "reset"
@@ -83,7 +130,7 @@ class User(SQLModel, table=True):
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
     email: str = Field(sa_column=Column(String(320), nullable=False, unique=True))
     password_hash: str = Field(max_length=100)
-    status: str = Field(default=UserStatus.NEW.value, max_length=16)
+    status: UserStatus = Field(default=UserStatus.NEW, sa_column=enum_column(UserStatus))
     balance: int = Field(
         default=0, sa_column=Column(BigInteger, nullable=False, server_default="0")
     )
@@ -102,7 +149,7 @@ class OneTimeLink(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     user_id: str = Field(foreign_key="users.id", max_length=32)
-    purpose: str = Field(max_length=16)
+    purpose: LinkPurpose = Field(sa_column=enum_column(LinkPurpose))
     token_hash: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
     # For login tickets: where the session is created from.
     ip: str | None = Field(default=None, max_length=64)
@@ -171,27 +218,28 @@ class AnalyticsOutbox(SQLModel, table=True):
     last_error: str | None = Field(default=None)
 
 
-class LedgerAction(StrEnum):
-    TOPUP = "topup"
-    USED = "used"
-    REFUND = "refund"
-    MANUAL = "manual"
 
 
 class LedgerEntry(SQLModel, table=True):
     """Every balance change, and every attempted one (outcome `rejected`, old = new balance)."""
 
     __tablename__ = "ledger_entries"
-    __table_args__ = (Index("ix_ledger_entries_user_id_id", "user_id", "id"),)
+    __table_args__ = (
+        Index("ix_ledger_entries_user_id_id", "user_id", "id"),
+        Index("ix_ledger_entries_op_id", "op_id", unique=True),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
+    # The operation that wrote the row (random, unique): how the later statements of the same
+    # batch find it without reading a result in between (services/ledger.py). NULL before 0004.
+    op_id: str | None = Field(default=None, max_length=32)
     user_id: str = Field(foreign_key="users.id", max_length=32)
     email: str = Field(max_length=320)
-    action: str = Field(max_length=16)
+    action: LedgerAction = Field(sa_column=enum_column(LedgerAction))
     diff: int = Field(sa_column=Column(BigInteger, nullable=False))
     old_balance: int = Field(sa_column=Column(BigInteger, nullable=False))
     new_balance: int = Field(sa_column=Column(BigInteger, nullable=False))
-    outcome: str = Field(max_length=16)  # applied | rejected
+    outcome: Outcome = Field(sa_column=enum_column(Outcome))
     reference: str | None = Field(default=None, max_length=255)
     note: str | None = Field(default=None, max_length=500)
     created_at: datetime = Field(
@@ -211,7 +259,9 @@ class CheckoutSession(SQLModel, table=True):
     tokens: int = Field(sa_column=Column(BigInteger, nullable=False))
     amount_cents: int
     currency: str = Field(max_length=8)
-    status: str = Field(default="open", max_length=16)  # open | paid
+    status: CheckoutStatus = Field(
+        default=CheckoutStatus.OPEN, sa_column=enum_column(CheckoutStatus)
+    )
     url: str = Field(max_length=2000)
     created_at: datetime = Field(
         default_factory=clock.now, sa_column=Column(UTCDateTime(), nullable=False)
@@ -268,11 +318,6 @@ class TaskInput(SQLModel, table=True):
     )
 
 
-class RunStatus(StrEnum):
-    QUEUED = "queued"
-    PROCESSING = "processing"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
 
 
 class Run(SQLModel, table=True):
@@ -288,7 +333,7 @@ class Run(SQLModel, table=True):
     task_id: str = Field(foreign_key="tasks.id", max_length=32, index=True)
     owner_id: str = Field(foreign_key="users.id", max_length=32)
     attempt: int
-    status: str = Field(default=RunStatus.QUEUED.value, max_length=16)
+    status: RunStatus = Field(default=RunStatus.QUEUED, sa_column=enum_column(RunStatus))
     progress: float = Field(default=0.0)
     price: int = Field(sa_column=Column(BigInteger, nullable=False))
     model: str = Field(max_length=32)

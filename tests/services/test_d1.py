@@ -128,7 +128,7 @@ def test_alembic_migrations(fake: FakeD1) -> None:
     """env.py registers the `cloudflare_d1` impl; 0002's INTEGER -> BIGINT (a no-op on SQLite,
     which has no ALTER COLUMN) is skipped, so a fresh database migrates to head, and again."""
     migrate(fake.url())
-    assert one(fake, "SELECT version_num FROM alembic_version") == "0003"
+    assert one(fake, "SELECT version_num FROM alembic_version") == "0004"
     names = {r[0] for r in fake.db.execute("SELECT name FROM sqlite_master")}
     assert {"users", "ledger_entries", "payment_credits", "runs", "leases"} <= names
     assert not [s for s in fake.log if "ALTER COLUMN" in s.upper()]
@@ -366,7 +366,7 @@ def test_run_guards_in_sql_close_the_race(d1_url: str, monkeypatch: pytest.Monke
         ledger.change_balance(db, uid, 1000, "topup")
         task_id = add_task(db, uid)
         runs.start_run(db, uid, task_id)
-        monkeypatch.setattr(runs, "IN_FLIGHT", ("no such status",))
+        monkeypatch.setattr(tasks, "run_in_flight", lambda db, task_id: False)
         with pytest.raises(runs.TaskError) as err:
             runs.start_run(db, uid, task_id)
         assert err.value.code == "busy"
@@ -394,7 +394,7 @@ def test_fail_run_refunds_once_in_one_batch(d1_url: str, fake: FakeD1) -> None:
 
 
 # --- 4. the batch SQL, on D1 and on SQLite --------------------------------------------------------------
-# `ledger.d1_statements` and `db.run_batch` run on both: the SQL is SQLite's, and D1 is SQLite.
+# `ledger.change_statements` and `db.run_batch` run on both: the SQL is SQLite's, and D1 is SQLite.
 
 
 @pytest.fixture(params=["d1", "sqlite"])
@@ -428,9 +428,9 @@ def balance(db: Session, uid: str) -> int:
 def test_proposed_ledger_batch(batch_db: Session) -> None:
     db, now = batch_db, clock.now()
     uid = new_user(db, "ann@example.com", balance=100)
-    applied = dbmod.run_batch(db, ledger.d1_statements(uid, -60, "used", "run_1", None, now))
-    refused = dbmod.run_batch(db, ledger.d1_statements(uid, -60, "used", "run_2", None, now))
-    nobody = dbmod.run_batch(db, ledger.d1_statements("nobody", 5, "manual", None, None, now))
+    applied = dbmod.run_batch(db, ledger.change_statements(uid, -60, "used", "run_1", None, now))
+    refused = dbmod.run_batch(db, ledger.change_statements(uid, -60, "used", "run_2", None, now))
+    nobody = dbmod.run_batch(db, ledger.change_statements("nobody", 5, "manual", None, None, now))
     db.commit()
     assert [applied[1], refused[1], nobody[1]] == [
         [{"id": 1, "email": "ann@example.com", "old_balance": 100, "new_balance": 40,
@@ -455,7 +455,7 @@ def test_proposed_batch_is_all_or_nothing_on_d1(d1_url: str) -> None:
     engine = dbmod.make_engine(d1_url)
     with Session(engine) as db:
         uid = new_user(db, "ann@example.com", balance=100)
-        doomed = [*ledger.d1_statements(uid, -60, "used", "r", None, clock.now()), text("SELECT x")]
+        doomed = [*ledger.change_statements(uid, -60, "used", "r", None, clock.now()), text("SELECT x")]
         with pytest.raises(OperationalError, match="no such column"):
             dbmod.run_batch(db, doomed)
         assert balance(db, uid) == 100
@@ -473,7 +473,7 @@ def test_proposed_batches_never_overspend_under_concurrency(d1_url: str) -> None
         for _ in range(5):
             with Session(engine) as s:
                 rows = dbmod.run_batch(
-                    s, ledger.d1_statements(uid, -7, "used", None, None, clock.now())
+                    s, ledger.change_statements(uid, -7, "used", None, None, clock.now())
                 )
                 outcomes.append(rows[1][0]["outcome"])
 

@@ -18,6 +18,36 @@ import stripe
 from vgen_app.config import Settings, TokenPackage, get_settings
 
 
+class BadSignature(Exception):
+    """No, a wrong or a stale Stripe signature over the raw body (or no secret to check it)."""
+
+    def __init__(self, message: str = "bad signature") -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def verify_event(payload: bytes | str, sig_header: str | None, secret: str | None) -> dict[str, Any]:
+    """Check the Stripe signature on the raw body (and its age); return the event as a dict.
+    The one signature check: the webhook route and the test checkout both end here."""
+    if not secret:
+        raise BadSignature("no webhook secret configured")
+    text = payload.decode("utf-8") if isinstance(payload, bytes) else payload
+    try:
+        # verify_header checks the age only when given a tolerance (Stripe's default: 5 minutes).
+        stripe.WebhookSignature.verify_header(
+            text, sig_header or "", secret, tolerance=stripe.Webhook.DEFAULT_TOLERANCE
+        )
+    except (stripe.SignatureVerificationError, ValueError, IndexError) as exc:
+        raise BadSignature(str(exc)) from exc
+    try:
+        event = json.loads(text)
+    except ValueError as exc:
+        raise BadSignature("body is not JSON") from exc
+    if not isinstance(event, dict):
+        raise BadSignature("event is not an object")
+    return event
+
+
 @dataclass(frozen=True)
 class CheckoutRequest:
     user_id: str

@@ -24,24 +24,33 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
-from pydantic_core import PydanticCustomError
 
+from vgen_app.api.admin_schemas import (
+    AUTH_RESPONSES,
+    NO_SUCH_USER,
+    NOT_FOUND,
+    TOO_LARGE,
+    BalanceRefused,
+    BalanceRequest,
+    BalanceResponse,
+    StatusRequest,
+    StatusResponse,
+    UserOut,
+)
 from vgen_app.api.limits import read_body
 from vgen_app.config import get_settings
 from vgen_app.db import run_db
+from vgen_app.models import ID_PATTERN, Outcome
 from vgen_app.services import accounts, admin
-from vgen_app.services.ledger import MAX_ABS_DIFF
 from vgen_app.services.security import constant_time_equals
 
 log = logging.getLogger("vgen.admin")
@@ -148,7 +157,7 @@ async def _read_json_body(request: Request) -> None:
 
 
 class AdminRoute(APIRoute):
-    """Auth first, then the body; every call logged with its outcome."""
+    """Auth first, then the body; every call logged once, with its outcome."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -179,13 +188,14 @@ class AdminRoute(APIRoute):
             except RequestValidationError:
                 status = 422
                 raise
-            finally:
+            finally:  # one line per call: the route's part, and the service's (`_audit`)
                 log.info(
-                    "admin call who=%s method=%s path=%r status=%d",
+                    "admin call who=%s method=%s path=%r status=%d %s",
                     admin.ACTOR,
                     method,
                     path,
                     status,
+                    getattr(request.state, "audit", ""),
                 )
 
         return admin_handler
@@ -211,134 +221,13 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     return _SafeJSONResponse({"detail": detail}, status_code=422)
 
 
-# --- schemas ----------------------------------------------------------------------------------------
-
-UserID = Annotated[
-    str,
-    Field(
-        pattern=admin.USER_ID_PATTERN,
-        min_length=1,
-        max_length=32,
-        description="The user's id, as returned by GET /users.",
-        examples=["q9XyZ3abCd-_"],
-    ),
-]
-
-_DIGITS_RE = re.compile(r"[+-]?[0-9]+")
-DIFF_STRING_PATTERN = r"^[+-]?([1-9][0-9]{0,11}|1000000000000)$"  # 1 <= |n| <= 10**12
-DIFF_SCHEMA: dict[str, Any] = {
-    "title": "Diff",
-    "description": (
-        "Tokens to add (positive) or take away (negative): a non-zero integer with |diff| <= 10^12, "
-        'as a JSON number or a string of digits with an optional sign ("-100", "+100").'
-    ),
-    "anyOf": [
-        {"type": "integer", "minimum": -MAX_ABS_DIFF, "maximum": MAX_ABS_DIFF, "not": {"const": 0}},
-        {"type": "string", "pattern": DIFF_STRING_PATTERN},
-    ],
-    "examples": [100, "-100"],
-}
-
-
-def _diff_error(msg: str) -> PydanticCustomError:
-    return PydanticCustomError("diff_invalid", msg)
-
-
-def parse_diff(value: Any) -> int:
-    """The diff grammar (see the module docstring)."""
-    if isinstance(value, bool) or value is None:
-        raise _diff_error('diff must be a non-zero integer such as 100 or "-100".')
-    if isinstance(value, float):
-        raise _diff_error("diff must be a whole number: decimals such as 1.5 or 1.0 are refused.")
-    if isinstance(value, int):
-        number = value
-    elif isinstance(value, str):
-        if not _DIGITS_RE.fullmatch(value):
-            raise _diff_error(
-                "diff must be an integer or a string of digits with an optional sign, such as "
-                '"100", "-100" or "+100" (no spaces, decimals, exponents or separators).'
-            )
-        digits = value.lstrip("+-")
-        if digits.strip("0") and digits.startswith("0"):
-            raise _diff_error("diff must not have leading zeros.")
-        number = int(value) if len(digits) <= 20 else MAX_ABS_DIFF + 1
-    else:
-        raise _diff_error("diff must be an integer or a string of digits, not a list or object.")
-    if number == 0:
-        raise _diff_error("diff must not be 0.")
-    if abs(number) > MAX_ABS_DIFF:
-        raise _diff_error(f"diff is too large: at most {MAX_ABS_DIFF} either way.")
-    return number
-
-
-Diff = Annotated[int, PlainValidator(parse_diff), WithJsonSchema(DIFF_SCHEMA)]
-
-
-class StatusRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    userID: UserID
-    status: Literal["activated", "new", "blocked"]
-
-
-class StatusResponse(BaseModel):
-    userID: str
-    email: str
-    previous_status: str
-    status: str
-
-
-class BalanceRequest(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"userID": "q9XyZ3abCd-_", "diff": 100}]}
-    )
-
-    userID: UserID
-    diff: Diff
-
-
-class BalanceResponse(BaseModel):
-    userID: str
-    old_balance: int
-    diff: int
-    new_balance: int
-
-
-class BalanceRefused(BaseModel):
-    detail: str
-    userID: str
-    old_balance: int
-    diff: int
-
-
-class UserOut(BaseModel):
-    id: str
-    email: str
-    status: str
-    balance: int
-    created_at: str = Field(description="ISO 8601, UTC")
-
-
-class ErrorOut(BaseModel):
-    detail: str
-
-
-AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorOut, "description": "Missing, malformed or wrong admin token."},
-    503: {
-        "model": ErrorOut,
-        "description": "ADMIN_TOKEN is not configured: every call is refused.",
-    },
-}
-NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorOut, "description": "No such user."}
-}
-TOO_LARGE: dict[int | str, dict[str, Any]] = {
-    413: {"model": ErrorOut, "description": "Body over 64 KiB."}
-}
-NO_SUCH_USER = "No such user."
-
 # --- routes -----------------------------------------------------------------------------------------
+
+
+def _audit(request: Request, what: str, **fields: object) -> None:
+    """The service's part of this call's one audit line, written by AdminRoute."""
+    request.state.audit = admin.audit(what, **fields)
+
 
 router = APIRouter(
     route_class=AdminRoute,
@@ -356,11 +245,17 @@ router = APIRouter(
     description="`blocked` revokes the user's sessions at once; `activated` lets a user who never "
     "got the activation mail log in.",
 )
-async def put_user(body: StatusRequest) -> StatusResponse:
+async def put_user(body: StatusRequest, request: Request) -> StatusResponse:
+    what = {"userID": body.userID, "status": body.status}
     try:
         change = await run_db(admin.set_status, body.userID, body.status)
     except admin.UserNotFound:
+        _audit(request, "set_status", **what, outcome="not_found")
         raise HTTPException(404, NO_SUCH_USER) from None
+    except accounts.AccountError as exc:
+        _audit(request, "set_status", **what, outcome=exc.code)
+        raise
+    _audit(request, "set_status", **what, previous_status=change.previous_status, outcome="ok")
     return StatusResponse(
         userID=change.user_id,
         email=change.email,
@@ -383,11 +278,22 @@ async def put_user(body: StatusRequest) -> StatusResponse:
     summary="Change a user's balance",
     description="Recorded in the ledger as action `manual`, reference `admin`.",
 )
-async def put_balance(body: BalanceRequest) -> Any:
+async def put_balance(body: BalanceRequest, request: Request) -> Any:
+    what = {"userID": body.userID, "diff": body.diff}
     try:
         change = await run_db(admin.change_balance, body.userID, body.diff)
     except admin.UserNotFound:
+        _audit(request, "change_balance", **what, outcome="not_found")
         raise HTTPException(404, NO_SUCH_USER) from None
+    _audit(
+        request,
+        "change_balance",
+        **what,
+        old_balance=change.old_balance,
+        new_balance=change.new_balance,
+        outcome=Outcome.APPLIED if change.applied else Outcome.REJECTED,
+        ledger_entry=change.entry_id,
+    )
     if not change.applied:
         refused = BalanceRefused(
             detail=f"Refused: the balance ({change.old_balance}) would become negative.",
@@ -415,11 +321,14 @@ async def find_users(
             json_schema_extra={"format": "email"},
         ),
     ],
+    request: Request,
 ) -> list[UserOut]:
     try:
         views = await run_db(admin.find_by_email, email)
     except accounts.AccountError as exc:
+        _audit(request, "find_by_email", outcome=exc.code)
         raise _invalid(exc.message, "value_error", ("query", "email")) from None
+    _audit(request, "find_by_email", outcome=f"found userID={views[0].id}" if views else "not_found")
     return [UserOut(**vars(view)) for view in views]
 
 
@@ -427,9 +336,11 @@ async def find_users(
     "/users/{userID}", response_model=UserOut, responses=NOT_FOUND, summary="Get a user by id"
 )
 async def get_user(
-    userID: Annotated[str, Path(pattern=admin.USER_ID_PATTERN, max_length=32)],
+    userID: Annotated[str, Path(pattern=ID_PATTERN, max_length=32)],
+    request: Request,
 ) -> UserOut:
     view = await run_db(admin.get_user, userID)
+    _audit(request, "get_user", userID=userID, outcome="found" if view else "not_found")
     if view is None:
         raise HTTPException(404, NO_SUCH_USER)
     return UserOut(**vars(view))

@@ -2,31 +2,41 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any
 
-import stripe
+from sqlalchemy import insert, update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from vgen_app import clock
-from vgen_app.adapters.payments import CheckoutRequest, PaymentProvider, TestCheckout
+from vgen_app.adapters.payments import (
+    BadSignature,
+    CheckoutRequest,
+    PaymentProvider,
+    TestCheckout,
+    verify_event,
+)
 from vgen_app.config import TokenPackage, get_settings
-from vgen_app.db import end_read, is_d1, refresh_loaded, run_batch, sql
-from vgen_app.models import CheckoutSession, LedgerAction, PaymentCredit, User
+from vgen_app.db import Batch, end_read, refresh_loaded, run_batch
+from vgen_app.models import CheckoutSession, CheckoutStatus, LedgerAction, PaymentCredit, User
 from vgen_app.services import ledger
 from vgen_app.services.errors import BillingError
 
 log = logging.getLogger("vgen.billing")
 
+__all__ = ["BadSignature", "BillingError", "MalformedEvent"]  # what handle_webhook raises
+
 CREDITING_EVENTS = {"checkout.session.completed", "checkout.session.async_payment_succeeded"}
 
 
-class BadSignature(BillingError):
-    def __init__(self, message: str = "bad signature") -> None:
-        super().__init__("bad_signature", message)
+class MalformedEvent(BillingError):
+    """Signed, so it came from whoever holds the secret, but Stripe never sends this shape."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__("malformed_event", f"malformed event: {problem}")
+        self.problem = problem
 
 
 def packages() -> list[TokenPackage]:
@@ -95,33 +105,18 @@ class WebhookResult:
     change: ledger.BalanceChange | None = None
 
 
-def verify_event(
-    payload: bytes | str, sig_header: str | None, secret: str | None
-) -> dict[str, Any]:
-    """Check the Stripe signature on the raw body (and its age); return the event as a dict."""
-    if not secret:
-        raise BadSignature("no webhook secret configured")
-    text = payload.decode("utf-8") if isinstance(payload, bytes) else payload
-    try:
-        # verify_header checks the age only when given a tolerance (Stripe's default: 5 minutes).
-        stripe.WebhookSignature.verify_header(
-            text, sig_header or "", secret, tolerance=stripe.Webhook.DEFAULT_TOLERANCE
-        )
-    except (stripe.SignatureVerificationError, ValueError, IndexError) as exc:
-        raise BadSignature(str(exc)) from exc
-    try:
-        event = json.loads(text)
-    except ValueError as exc:
-        raise BadSignature("body is not JSON") from exc
-    if not isinstance(event, dict):
-        raise BadSignature("event is not an object")
-    return event
-
-
 def handle_webhook(
     db: Session, payload: bytes | str, sig_header: str | None, secret: str | None
 ) -> WebhookResult:
-    event = verify_event(payload, sig_header, secret)
+    """A delivery of the webhook: its signature checked (BadSignature), its shape checked
+    (MalformedEvent), then credited once or ignored. No database work before both checks."""
+    try:
+        event = verify_event(payload, sig_header, secret)
+        problem = malformed(event)
+    except RecursionError:  # signed, but nested too deeply for the JSON parser
+        problem = "nested too deeply"
+    if problem:
+        raise MalformedEvent(problem)
     event_type = event.get("type")
     if event_type not in CREDITING_EVENTS:
         return WebhookResult("ignored", f"event type {event_type!r} is not handled")
@@ -170,27 +165,44 @@ def credit_checkout(db: Session, obj: dict[str, Any], event_id: str) -> WebhookR
         )
         return WebhookResult("ignored", "amount does not match the package")
 
-    if is_d1(db):  # D1 commits each statement on its own: the credit must be one batch
-        return _credit_d1(db, session_id, event_id[:255], user_id, tokens)
-    credit = PaymentCredit(
-        checkout_session_id=session_id, event_id=event_id[:255], user_id=user_id, tokens=tokens
+    return _credit(db, session_id, event_id[:255], user_id, tokens)
+
+
+def _credit(db: Session, session_id: str, event_id: str, user_id: str, tokens: int) -> WebhookResult:
+    """The credit row, the ledger change, the link between them and the checkout's `paid`: one
+    batch. A redelivery (the credit row's primary key) or an unknown user (its foreign key)
+    fails the whole batch, so nothing is written, whoever delivers how often and concurrently."""
+    now = clock.now()
+    op = ledger.BalanceOp(
+        user_id, tokens, LedgerAction.TOPUP, reference=session_id, note=f"{tokens:,} tokens", now=now
     )
-    db.add(credit)
+    batch = Batch()
+    batch.add(
+        insert(PaymentCredit).values(
+            checkout_session_id=session_id,
+            event_id=event_id,
+            user_id=user_id,
+            tokens=tokens,
+            created_at=now,
+        )
+    )
+    op.add_to(batch)
+    batch.add(
+        update(PaymentCredit)
+        .where(col(PaymentCredit.checkout_session_id) == session_id)
+        .values(ledger_entry_id=op.entry_id())
+    )
+    batch.add(
+        update(CheckoutSession)
+        .where(col(CheckoutSession.id) == session_id)
+        .values(status=CheckoutStatus.PAID, paid_at=now)
+    )
     try:
-        db.flush()
+        results = run_batch(db, batch.statements)
     except IntegrityError:
         return _refused_credit(db, session_id, user_id)
-    try:
-        change = ledger.apply_change(
-            db, user_id, tokens, LedgerAction.TOPUP, reference=session_id, note=f"{tokens:,} tokens"
-        )
-    except ledger.UnknownUser:
-        db.rollback()
-        return WebhookResult("ignored", "unknown user")
-    credit.ledger_entry_id = change.entry_id
-    if local is not None:
-        local.status, local.paid_at = "paid", clock.now()
-        db.add(local)
+    change = op.change_of(db, batch.rows(results, "entry"))
+    refresh_loaded(db, CheckoutSession, session_id)
     db.commit()
     log.info("checkout %s: credited %d tokens to %s", session_id, tokens, user_id)
     return WebhookResult("credited", change=change)
@@ -199,48 +211,44 @@ def credit_checkout(db: Session, obj: dict[str, Any], event_id: str) -> WebhookR
 def _refused_credit(db: Session, session_id: str, user_id: str) -> WebhookResult:
     """The credit row was refused: it exists (a redelivery) or its user does not."""
     db.rollback()
-    if db.get(PaymentCredit, session_id) is not None:
-        db.rollback()
-        return WebhookResult("duplicate", "already credited")
+    duplicate = db.get(PaymentCredit, session_id) is not None
     db.rollback()
+    if duplicate:
+        return WebhookResult("duplicate", "already credited")
     log.error("checkout %s: unknown user %r", session_id, user_id)
     return WebhookResult("ignored", "unknown user")
 
 
-def _credit_d1(
-    db: Session, session_id: str, event_id: str, user_id: str, tokens: int
-) -> WebhookResult:
-    """`credit_checkout` on Cloudflare D1 (docs/d1.md): the credit row, the ledger change, the
-    link and the checkout's `paid` in one all-or-nothing batch. A redelivery (the credit row's
-    primary key) or an unknown user (its foreign key) fails the whole batch: nothing is written."""
-    now = clock.now()
-    v = {"cs": session_id, "event_id": event_id, "uid": user_id, "tokens": tokens, "now": now}
-    statements = [
-        sql(
-            "INSERT INTO payment_credits (checkout_session_id, event_id, user_id, tokens,"
-            " created_at) VALUES (:cs, :event_id, :uid, :tokens, :now)",
-            **v,
-        ),
-        *ledger.d1_statements(
-            user_id, tokens, LedgerAction.TOPUP.value, session_id, f"{tokens:,} tokens", now
-        ),
-        sql(
-            "UPDATE payment_credits SET ledger_entry_id ="
-            " (SELECT max(id) FROM ledger_entries WHERE user_id = :uid)"
-            " WHERE checkout_session_id = :cs",
-            **v,
-        ),
-        sql("UPDATE checkout_sessions SET status = 'paid', paid_at = :now WHERE id = :cs", **v),
-    ]
-    try:
-        rows = run_batch(db, statements)
-    except IntegrityError:
-        return _refused_credit(db, session_id, user_id)
-    change = ledger.d1_change(db, rows[2], user_id, LedgerAction.TOPUP.value, tokens, session_id)
-    refresh_loaded(db, CheckoutSession, session_id)
-    db.commit()
-    log.info("checkout %s: credited %d tokens to %s", session_id, tokens, user_id)
-    return WebhookResult("credited", change=change)
+def _unstorable(value: Any, most: int) -> bool:
+    text = str(value or "")
+    return len(text) > most or "\x00" in text  # PostgreSQL refuses NUL in text
+
+
+def malformed(event: dict[str, Any]) -> str | None:
+    """Why a verified event would break the billing code (None if it would not): a `type` that is
+    not a string, a crediting event whose `data` is not an object, or ids it would store that are
+    not strings, do not fit their columns or hold a NUL byte. Only what `handle_webhook` reads is checked,
+    so any event Stripe sends (other types, nulls, extra fields) passes and is handled or ignored."""
+    event_type = event.get("type")
+    if not isinstance(event_type, str):
+        return "type"
+    if event_type not in CREDITING_EVENTS:
+        return None  # ignored whatever it holds
+    data = event.get("data")
+    if data and not isinstance(data, dict):
+        return "data"
+    obj = (data or {}).get("object")
+    if not isinstance(obj, dict):
+        return None  # not a Checkout Session: ignored
+    event_id, session_id = event.get("id"), obj.get("id")
+    if not isinstance(event_id, str | None) or _unstorable(event_id, 10_000):
+        return "id"  # Stripe's ids are strings
+    if not isinstance(session_id, str | None) or _unstorable(session_id, 255):
+        return "data.object.id"
+    metadata = obj.get("metadata")
+    if isinstance(metadata, dict) and _unstorable(metadata.get("user_id"), 32):
+        return "data.object.metadata.user_id"  # ours are user ids (32 at most)
+    return None
 
 
 # --- the built-in test checkout ------------------------------------------------------------------

@@ -3,25 +3,47 @@
 A change is one conditional statement (`balance = balance + diff WHERE balance + diff >= 0`), never a
 read-modify-write, with its ledger row and its `balance_changes` analytics row in the same
 transaction. A refused change alters nothing but is recorded too (outcome `rejected`).
+
+Every money operation (a manual change here, a top-up in billing, a run's debit and refund in runs)
+is written once, as a `Batch` of statements that never read a result in between: the same list runs
+in one transaction on SQLite and PostgreSQL and as one all-or-nothing request on Cloudflare D1.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import func, update
-from sqlalchemy.sql.elements import TextClause
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Executable,
+    ScalarSelect,
+    String,
+    case,
+    exists,
+    func,
+    insert,
+    literal,
+    true,
+    update,
+)
 from sqlmodel import Session, col, select
 
 from vgen_app import clock
-from vgen_app.db import end_read, is_d1, read_only, refresh_loaded, run_batch, sql
-from vgen_app.models import LedgerAction, LedgerEntry, User
+from vgen_app.db import Batch, end_read, json_pairs, read_only, refresh_loaded, run_batch
+from vgen_app.models import (
+    AnalyticsOutbox,
+    EnumText,
+    LedgerAction,
+    LedgerEntry,
+    Outcome,
+    User,
+    UTCDateTime,
+    new_id,
+)
 from vgen_app.services import outbox
 
-APPLIED = "applied"
-REJECTED = "rejected"
 MAX_ABS_DIFF = 10**12
 
 
@@ -34,7 +56,7 @@ class BalanceChange:
     applied: bool
     user_id: str
     email: str
-    action: str
+    action: LedgerAction
     diff: int
     old_balance: int
     new_balance: int
@@ -42,157 +64,151 @@ class BalanceChange:
     reference: str | None
 
 
-def apply_change(
-    db: Session,
+def _value(value: object, type_: object) -> ColumnElement:
+    return literal(value, type_)
+
+
+@dataclass
+class BalanceOp:
+    """One balance change as batch statements. `guard` (SQL) must hold for anything to be written
+    at all (not even a `rejected` record); the operation's own other statements test `applied()`
+    or read `entry_id()`, which find its ledger row by `op_id`."""
+
+    user_id: str
+    diff: int
+    action: LedgerAction
+    reference: str | None = None
+    note: str | None = None
+    guard: ColumnElement[bool] | None = None
+    now: datetime = field(default_factory=clock.now)
+    op_id: str = field(default_factory=new_id)
+
+    def __post_init__(self) -> None:
+        self.action = LedgerAction(self.action)
+        if isinstance(self.diff, bool) or not isinstance(self.diff, int) or self.diff == 0:
+            raise ValueError("diff must be a non-zero integer")
+        if abs(self.diff) > MAX_ABS_DIFF:
+            raise ValueError("diff is too large")
+
+    def _mine(self) -> ColumnElement[bool]:
+        return col(LedgerEntry.op_id) == self.op_id
+
+    def applied(self) -> ColumnElement[bool]:
+        """SQL: this change was applied (its ledger row exists with outcome `applied`)."""
+        return exists().where(self._mine(), col(LedgerEntry.outcome) == Outcome.APPLIED)
+
+    def entry_id(self) -> ScalarSelect:
+        return select(LedgerEntry.id).where(self._mine()).scalar_subquery()
+
+    def add_to(self, batch: Batch, name: str = "entry") -> None:
+        """Four statements: lock the user's row (PostgreSQL, in READ COMMITTED: every later
+        statement sees what was committed before the lock; SQLite and D1 serialize writers), write the ledger row with the
+        outcome decided from the locked balance, apply the change only if that row says so, and
+        write the analytics row from the ledger row. `name` names the ledger INSERT, whose
+        RETURNING row `change_of` reads (no row: unknown user, or the guard failed)."""
+        diff = _value(self.diff, BigInteger())
+        fits = col(User.balance) + diff >= 0
+        guard = self.guard if self.guard is not None else true()
+        # FOR NO KEY UPDATE: serializes the user's money operations without waiting on (or
+        # deadlocking with) the key-share locks that foreign-key checks of other rows take.
+        batch.add(
+            select(User.id).where(col(User.id) == self.user_id).with_for_update(key_share=True)
+        )
+        source = select(
+            _value(self.op_id, String()),
+            col(User.id),
+            col(User.email),
+            _value(self.action, EnumText(LedgerAction)),
+            diff,
+            col(User.balance),
+            case((fits, col(User.balance) + diff), else_=col(User.balance)),
+            case(
+                (fits, _value(Outcome.APPLIED, EnumText(Outcome))),
+                else_=_value(Outcome.REJECTED, EnumText(Outcome)),
+            ),
+            _value(self.reference, String()),
+            _value(self.note, String()),
+            _value(self.now, UTCDateTime()),
+        ).where(col(User.id) == self.user_id, guard)
+        columns = [
+            "op_id", "user_id", "email", "action", "diff", "old_balance", "new_balance",
+            "outcome", "reference", "note", "created_at",
+        ]  # fmt: skip
+        batch.add(
+            insert(LedgerEntry)
+            .from_select(columns, source)
+            .returning(
+                col(LedgerEntry.id),
+                col(LedgerEntry.email),
+                col(LedgerEntry.old_balance),
+                col(LedgerEntry.new_balance),
+                col(LedgerEntry.outcome),
+            ),
+            name,
+        )
+        batch.add(
+            update(User)
+            .where(col(User.id) == self.user_id, fits, self.applied())
+            .values(balance=col(User.balance) + diff)
+        )
+        e = LedgerEntry
+        row = json_pairs(
+            timestamp=_value(self.now.isoformat(), String()),
+            userid=col(e.user_id),
+            email=col(e.email),
+            action=col(e.action),
+            diff=col(e.diff),
+            old_balance=col(e.old_balance),
+            new_balance=col(e.new_balance),
+            outcome=col(e.outcome),
+            reference=col(e.reference),
+            ledger_entry_id=col(e.id),
+        )
+        batch.add(
+            insert(AnalyticsOutbox).from_select(
+                ["table_name", "row", "created_at", "attempts"],
+                select(
+                    _value(outbox.BALANCE_CHANGES, String()),
+                    row,
+                    _value(self.now, UTCDateTime()),
+                    _value(0, BigInteger()),
+                ).where(self._mine()),
+            )
+        )
+
+    def change_of(self, db: Session, entry_rows: list[dict]) -> BalanceChange:
+        """The change from its ledger INSERT's RETURNING rows (UnknownUser if none)."""
+        if not entry_rows:
+            raise UnknownUser(self.user_id)
+        e = entry_rows[0]
+        refresh_loaded(db, User, self.user_id)
+        return BalanceChange(
+            applied=Outcome(e["outcome"]) == Outcome.APPLIED,
+            user_id=self.user_id,
+            email=e["email"],
+            action=self.action,
+            diff=self.diff,
+            old_balance=int(e["old_balance"]),
+            new_balance=int(e["new_balance"]),
+            entry_id=int(e["id"]),
+            reference=self.reference,
+        )
+
+
+def change_statements(
     user_id: str,
     diff: int,
     action: LedgerAction | str,
     reference: str | None = None,
     note: str | None = None,
-) -> BalanceChange:
-    """Change a balance inside the caller's transaction (the caller commits)."""
-    action = LedgerAction(action).value
-    if isinstance(diff, bool) or not isinstance(diff, int) or diff == 0:
-        raise ValueError("diff must be a non-zero integer")
-    if abs(diff) > MAX_ABS_DIFF:
-        raise ValueError("diff is too large")
-    if is_d1(db):  # D1 has no multi-request transaction: one batch, committed at once
-        rows = run_batch(db, d1_statements(user_id, diff, action, reference, note, clock.now()))
-        return d1_change(db, rows[1], user_id, action, diff, reference)
-    row = db.exec(
-        update(User)
-        .where(col(User.id) == user_id, col(User.balance) + diff >= 0)
-        .values(balance=col(User.balance) + diff)
-        .returning(col(User.balance), col(User.email))
-    ).first()
-    if row is not None:
-        new_balance, email = int(row[0]), row[1]
-        old_balance, outcome = new_balance - diff, APPLIED
-    else:
-        current = db.exec(select(User.balance, User.email).where(User.id == user_id)).first()
-        if current is None:
-            raise UnknownUser(user_id)
-        old_balance = new_balance = int(current[0])
-        email, outcome = current[1], REJECTED
-    now = clock.now()
-    entry = LedgerEntry(
-        user_id=user_id,
-        email=email,
-        action=action,
-        diff=diff,
-        old_balance=old_balance,
-        new_balance=new_balance,
-        outcome=outcome,
-        reference=reference,
-        note=note,
-        created_at=now,
+    now: datetime | None = None,
+) -> list[Executable]:
+    """A plain change as its batch statements (the ledger INSERT is the second)."""
+    batch = Batch()
+    BalanceOp(user_id, diff, LedgerAction(action), reference, note, now=now or clock.now()).add_to(
+        batch
     )
-    db.add(entry)
-    db.flush()
-    outbox.record(
-        db,
-        outbox.BALANCE_CHANGES,
-        {
-            "userid": user_id,
-            "email": email,
-            "action": action,
-            "diff": diff,
-            "old_balance": old_balance,
-            "new_balance": new_balance,
-            "outcome": outcome,
-            "reference": reference,
-            "ledger_entry_id": entry.id,
-        },
-    )
-    assert entry.id is not None
-    return BalanceChange(
-        outcome == APPLIED,
-        user_id,
-        email,
-        action,
-        diff,
-        old_balance,
-        new_balance,
-        entry.id,
-        reference,
-    )
-
-
-# --- Cloudflare D1 (docs/d1.md): no transaction spans two requests, so a change is one batch -------
-
-
-def d1_statements(
-    user_id: str,
-    diff: int,
-    action: str,
-    reference: str | None,
-    note: str | None,
-    now: datetime,
-    guard: str = "1",
-    **extra: Any,
-) -> list[TextClause]:
-    """The change as 3 statements for one all-or-nothing batch (SQLite SQL; D1 is SQLite).
-
-    `changes()` carries "did the UPDATE apply" into the ledger INSERT, and "was a ledger row
-    written" into the outbox INSERT. `guard` (SQL) must hold for anything to be written at all
-    (not even a `rejected` record); `extra` binds the names it uses. The ledger INSERT returns the
-    entry (no row: unknown user, or the guard failed)."""
-    v: dict[str, Any] = dict(
-        uid=user_id, diff=diff, action=action, reference=reference, note=note, now=now, **extra
-    )
-    return [
-        sql(
-            "UPDATE users SET balance = balance + :diff"
-            f" WHERE id = :uid AND balance + :diff >= 0 AND {guard}",
-            **v,
-        ),
-        sql(
-            "INSERT INTO ledger_entries (user_id, email, action, diff, old_balance, new_balance,"
-            " outcome, reference, note, created_at)"
-            " SELECT id, email, :action, :diff,"
-            " CASE WHEN changes() = 1 THEN balance - :diff ELSE balance END, balance,"
-            " CASE WHEN changes() = 1 THEN 'applied' ELSE 'rejected' END, :reference, :note, :now"
-            f" FROM users WHERE id = :uid AND {guard}"
-            " RETURNING id, email, old_balance, new_balance, outcome",
-            **v,
-        ),
-        sql(
-            "INSERT INTO analytics_outbox (table_name, row, created_at, attempts)"
-            " SELECT 'balance_changes', json_object('timestamp', :ts, 'userid', user_id,"
-            " 'email', email, 'action', action, 'diff', diff, 'old_balance', old_balance,"
-            " 'new_balance', new_balance, 'outcome', outcome, 'reference', reference,"
-            " 'ledger_entry_id', id), :now, 0"
-            " FROM ledger_entries WHERE changes() = 1 AND id = last_insert_rowid()",
-            ts=now.isoformat(),
-            **v,
-        ),
-    ]
-
-
-def d1_change(
-    db: Session,
-    entry_rows: list[dict[str, Any]],
-    user_id: str,
-    action: str,
-    diff: int,
-    reference: str | None,
-) -> BalanceChange:
-    """The BalanceChange from the ledger INSERT's RETURNING rows of a D1 batch."""
-    if not entry_rows:
-        raise UnknownUser(user_id)
-    e = entry_rows[0]
-    refresh_loaded(db, User, user_id)
-    return BalanceChange(
-        e["outcome"] == APPLIED,
-        user_id,
-        e["email"],
-        action,
-        diff,
-        int(e["old_balance"]),
-        int(e["new_balance"]),
-        int(e["id"]),
-        reference,
-    )
+    return batch.statements
 
 
 def change_balance(
@@ -204,8 +220,12 @@ def change_balance(
     note: str | None = None,
 ) -> BalanceChange:
     """Change a balance in its own transaction; a refused change is committed as a record too."""
+    op = BalanceOp(user_id, diff, LedgerAction(action), reference, note)
+    batch = Batch()
+    op.add_to(batch)
     try:
-        change = apply_change(db, user_id, diff, action, reference, note)
+        results = run_batch(db, batch.statements)
+        change = op.change_of(db, batch.rows(results, "entry"))
     except Exception:
         db.rollback()
         raise
@@ -227,12 +247,12 @@ class HistoryPage:
 @read_only
 def history(db: Session, user_id: str, page: int = 1, per_page: int = 20) -> HistoryPage:
     """Applied changes, newest first, paginated."""
-    base = select(LedgerEntry).where(LedgerEntry.user_id == user_id, LedgerEntry.outcome == APPLIED)
+    base = select(LedgerEntry).where(LedgerEntry.user_id == user_id, LedgerEntry.outcome == Outcome.APPLIED)
     total = int(
         db.exec(
             select(func.count())
             .select_from(LedgerEntry)
-            .where(LedgerEntry.user_id == user_id, LedgerEntry.outcome == APPLIED)
+            .where(LedgerEntry.user_id == user_id, LedgerEntry.outcome == Outcome.APPLIED)
         ).one()
     )
     pages = max(1, -(-total // per_page))
@@ -254,7 +274,7 @@ def balance_series(db: Session, user_id: str, limit: int = 500) -> list[tuple[st
     """
     rows = db.exec(
         select(LedgerEntry.created_at, LedgerEntry.old_balance, LedgerEntry.new_balance)
-        .where(LedgerEntry.user_id == user_id, LedgerEntry.outcome == APPLIED)
+        .where(LedgerEntry.user_id == user_id, LedgerEntry.outcome == Outcome.APPLIED)
         .order_by(col(LedgerEntry.id).desc())
         .limit(limit)
     ).all()
@@ -279,7 +299,7 @@ def balance_of(db: Session, user_id: str) -> int:
 def ledger_sum(db: Session, user_id: str) -> int:
     total = db.exec(
         select(func.coalesce(func.sum(LedgerEntry.diff), 0)).where(
-            LedgerEntry.user_id == user_id, LedgerEntry.outcome == APPLIED
+            LedgerEntry.user_id == user_id, LedgerEntry.outcome == Outcome.APPLIED
         )
     ).one()
     end_read(db)
@@ -287,8 +307,8 @@ def ledger_sum(db: Session, user_id: str) -> int:
 
 
 ACTION_LABELS = {
-    LedgerAction.TOPUP.value: "Top-up",
-    LedgerAction.USED.value: "Task run",
-    LedgerAction.REFUND.value: "Refund",
-    LedgerAction.MANUAL.value: "Manual adjustment",
+    LedgerAction.TOPUP: "Top-up",
+    LedgerAction.USED: "Task run",
+    LedgerAction.REFUND: "Refund",
+    LedgerAction.MANUAL: "Manual adjustment",
 }

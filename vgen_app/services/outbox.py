@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from vgen_app import clock
 from vgen_app.models import AnalyticsOutbox
@@ -22,10 +22,3 @@ def record(db: Session, table: str, row: dict[str, Any]) -> AnalyticsOutbox:
     )
     db.add(event)
     return event
-
-
-def pending(db: Session, table: str | None = None, limit: int = 500) -> list[AnalyticsOutbox]:
-    query = select(AnalyticsOutbox).where(col(AnalyticsOutbox.delivered_at).is_(None))
-    if table:
-        query = query.where(AnalyticsOutbox.table_name == table)
-    return list(db.exec(query.order_by(col(AnalyticsOutbox.id)).limit(limit)))

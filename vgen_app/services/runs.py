@@ -3,14 +3,25 @@ result, fail and refund exactly once."""
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import func, update
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Float,
+    Integer,
+    String,
+    and_,
+    exists,
+    func,
+    insert,
+    literal,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -18,10 +29,23 @@ from vgen_app import clock
 from vgen_app.adapters import generation as gen
 from vgen_app.adapters.storage import Storage, StorageError
 from vgen_app.config import get_settings
-from vgen_app.db import end_read, is_d1, refresh_loaded, run_batch, sql
-from vgen_app.models import LedgerAction, Run, RunStatus, Task, TaskInput, User, is_id, new_id
-from vgen_app.services import ledger, outbox
-from vgen_app.services.tasks import IN_FLIGHT, NotFound, TaskError, spec_of
+from vgen_app.db import Batch, end_read, refresh_loaded, run_batch
+from vgen_app.models import (
+    EnumText,
+    LedgerAction,
+    LedgerEntry,
+    Run,
+    RunStatus,
+    Task,
+    TaskInput,
+    User,
+    UTCDateTime,
+    is_id,
+    new_id,
+)
+from vgen_app.services import ledger, outbox, tasks
+from vgen_app.services.errors import NotFound, TaskError
+from vgen_app.services.tasks import IN_FLIGHT, spec_of
 
 log = logging.getLogger("vgen.runs")
 
@@ -42,62 +66,77 @@ class InsufficientTokens(TaskError):
 
 
 def start_run(db: Session, owner_id: str, task_id: str) -> Run:
-    """Debit the price and create the run (attempt N) in one transaction; the worker submits it.
+    """Debit the price and create the run (attempt N) in one batch; the worker submits it.
 
-    Run and Regenerate are the same: a new run from the stored inputs.
+    Run and Regenerate are the same: a new run from the stored inputs. The checks before the batch
+    give clear answers; the batch's own guards (task idle, debit applied) close every race.
     """
-    locked = db.exec(
-        update(Task)
-        .where(col(Task.id) == task_id, col(Task.owner_id) == owner_id)
-        .values(updated_at=clock.now())
-    )
-    if locked.rowcount != 1:
-        db.rollback()
-        raise NotFound()
+    tasks.lock_idle_task(db, owner_id, task_id, tasks.BUSY_RUNNING)
     task = db.get(Task, task_id)
     assert task is not None
-    busy = db.exec(
-        select(Run.id).where(Run.task_id == task_id, col(Run.status).in_(IN_FLIGHT)).limit(1)
-    ).first()
-    if busy:
-        db.rollback()
-        raise TaskError("busy", "This task is already running.")
     spec = spec_of(task)
     inputs = inputs_of_in_txn(db, task_id)
     missing = [s.label for s in spec.slots if s.name not in inputs]
     if missing:
         db.rollback()
         raise TaskError("missing_inputs", f"Upload these first: {', '.join(missing)}.")
-    duration = float(inputs[spec.output_from]["duration_s"] or 0)
-    price = spec.price_for(duration)
+    price = spec.price_for(float(inputs[spec.output_from]["duration_s"] or 0))
     attempt = 1 + int(
         db.exec(select(func.coalesce(func.max(Run.attempt), 0)).where(Run.task_id == task_id)).one()
     )
-    run_id = new_id()
-    if is_d1(db):  # D1 commits each statement on its own and locks nothing: one batch
-        note = f"{spec.title}, attempt {attempt}"
-        return _start_run_d1(db, owner_id, task_id, run_id, price, spec.id, inputs, note)
-    change = ledger.apply_change(
-        db,
+    run_id, now = new_id(), clock.now()
+    owned = exists().where(col(Task.id) == task_id, col(Task.owner_id) == owner_id)
+    op = ledger.BalanceOp(
         owner_id,
         -price,
         LedgerAction.USED,
         reference=run_id,
         note=f"{spec.title}, attempt {attempt}",
+        guard=and_(owned, tasks.idle(task_id)),
+        now=now,
     )
+    next_attempt = (
+        select(func.coalesce(func.max(Run.attempt), 0) + 1)
+        .where(col(Run.task_id) == task_id)
+        .scalar_subquery()
+    )
+    values = {
+        "id": literal(run_id, String()),
+        "task_id": literal(task_id, String()),
+        "owner_id": literal(owner_id, String()),
+        "attempt": next_attempt,
+        "status": literal(RunStatus.QUEUED, EnumText(RunStatus)),
+        "progress": literal(0.0, Float()),
+        "price": literal(price, BigInteger()),
+        "model": literal(spec.id, String()),
+        "inputs": literal(inputs, JSON()),
+        "submit_attempts": literal(0, Integer()),
+        "created_at": literal(now, UTCDateTime()),
+        "updated_at": literal(now, UTCDateTime()),
+    }
+    batch = Batch()  # the task row is locked above (on D1 the guard stands in for the lock)
+    op.add_to(batch)
+    batch.add(
+        insert(Run)
+        .from_select(list(values), select(*values.values()).where(op.applied()))
+        .returning(col(Run.id)),
+        "run",
+    )
+    try:
+        results = run_batch(db, batch.statements)
+    except IntegrityError:  # the task was deleted meanwhile (the run's foreign key)
+        db.rollback()
+        raise NotFound() from None
+    if not batch.rows(results, "entry"):  # the guard failed: another start won the race
+        db.rollback()
+        raise tasks.TaskBusy(tasks.BUSY_RUNNING)
+    change = op.change_of(db, batch.rows(results, "entry"))
     if not change.applied:
         db.commit()  # the refused attempt stays recorded
         raise InsufficientTokens(price, change.old_balance)
-    run = Run(
-        id=run_id,
-        task_id=task_id,
-        owner_id=owner_id,
-        attempt=attempt,
-        price=price,
-        model=spec.id,
-        inputs=inputs,
-    )
-    db.add(run)
+    refresh_loaded(db, Task, task_id)
+    run = db.get(Run, run_id)
+    assert run is not None and batch.rows(results, "run")
     db.commit()
     return run
 
@@ -149,132 +188,51 @@ def result_of(db: Session, owner_id: str, run_id: str) -> Run:
 
 
 def fail_run(db: Session, run_id: str, error: str) -> bool:
-    """Fail an unfinished run and refund its price — exactly once, whoever calls it how often."""
+    """Fail an unfinished run and refund its price — exactly once, whoever calls it how often.
+
+    One batch: the run's conditional UPDATE (in flight → failed; on PostgreSQL it holds the run's
+    row lock until commit), then the refund, guarded on the run being failed and not refunded
+    yet. A second call, concurrent or later, finds the run not in flight and the refund written."""
+    found = db.exec(select(Run.owner_id, Run.price, Run.attempt).where(Run.id == run_id)).first()
+    if found is None:
+        db.rollback()
+        return False
+    owner_id, price, attempt = found
     now = clock.now()
-    if is_d1(db):  # D1 commits each statement on its own: the failure and refund are one batch
-        return _fail_run_d1(db, run_id, error, now)
-    result = db.exec(
+    refunded = exists().where(
+        col(LedgerEntry.user_id) == owner_id,
+        col(LedgerEntry.action) == LedgerAction.REFUND,
+        col(LedgerEntry.reference) == run_id,
+    )
+    failed_here = exists().where(
+        col(Run.id) == run_id,
+        col(Run.status) == RunStatus.FAILED,
+        col(Run.refunded_at).is_not(None),
+    )
+    op = ledger.BalanceOp(
+        owner_id,
+        price,
+        LedgerAction.REFUND,
+        reference=run_id,
+        note=f"refund of attempt {attempt}",
+        guard=and_(failed_here, ~refunded),
+        now=now,
+    )
+    batch = Batch()
+    batch.add(
         update(Run)
         .where(col(Run.id) == run_id, col(Run.status).in_(IN_FLIGHT))
         .values(
-            status=RunStatus.FAILED.value,
+            status=RunStatus.FAILED,
             error=error[:1000],
             finished_at=now,
             updated_at=now,
             refunded_at=now,
         )
     )
-    if result.rowcount != 1:
-        db.rollback()
-        return False
-    run = db.get(Run, run_id)
-    assert run is not None
-    ledger.apply_change(
-        db,
-        run.owner_id,
-        run.price,
-        LedgerAction.REFUND,
-        reference=run_id,
-        note=f"refund of attempt {run.attempt}",
-    )
-    db.commit()
-    log.info("run %s failed (%s); refunded %d tokens", run_id, error, run.price)
-    return True
-
-
-# --- Cloudflare D1 (docs/d1.md): each operation is one all-or-nothing batch, decided in SQL -----
-
-_IDLE = (
-    "NOT EXISTS (SELECT 1 FROM runs WHERE task_id = :task_id"
-    " AND status IN ('queued', 'processing'))"
-)
-
-
-def _start_run_d1(
-    db: Session,
-    owner_id: str,
-    task_id: str,
-    run_id: str,
-    price: int,
-    model: str,
-    inputs: dict,
-    note: str,
-) -> Run:
-    """Touch the task, debit (only if the task is idle) and insert the run (only if the debit
-    applied), `attempt` computed in SQL. The checks above were reads: these guards close races."""
-    now = clock.now()
-    v = {"uid": owner_id, "task_id": task_id, "run_id": run_id, "price": price, "now": now}
-    statements = [
-        sql("UPDATE tasks SET updated_at = :now WHERE id = :task_id AND owner_id = :uid", **v),
-        *ledger.d1_statements(
-            owner_id, -price, LedgerAction.USED.value, run_id, note, now, _IDLE, task_id=task_id
-        ),
-        sql(
-            "INSERT INTO runs (id, task_id, owner_id, attempt, status, progress, price, model,"
-            " inputs, submit_attempts, created_at, updated_at)"
-            " SELECT :run_id, :task_id, :uid,"
-            " (SELECT coalesce(max(attempt), 0) + 1 FROM runs WHERE task_id = :task_id),"
-            " 'queued', 0.0, :price, :model, :inputs, 0, :now, :now"
-            " FROM ledger_entries WHERE id = (SELECT max(id) FROM ledger_entries"
-            " WHERE user_id = :uid) AND reference = :run_id AND outcome = 'applied'"
-            " RETURNING id",
-            model=model,
-            inputs=json.dumps(inputs),
-            **v,
-        ),
-    ]
-    try:
-        rows = run_batch(db, statements)
-    except IntegrityError:  # the task was deleted meanwhile (the run's foreign key)
-        db.rollback()
-        raise NotFound() from None
-    if not rows[2]:  # the guard failed: another start won the race
-        db.rollback()
-        raise TaskError("busy", "This task is already running.")
-    change = ledger.d1_change(db, rows[2], owner_id, LedgerAction.USED.value, -price, run_id)
-    if not change.applied:
-        db.commit()  # the refused attempt stays recorded
-        raise InsufficientTokens(price, change.old_balance)
-    refresh_loaded(db, Task, task_id)
-    run = db.get(Run, run_id)
-    assert run is not None and rows[4]
-    db.commit()
-    return run
-
-
-def _fail_run_d1(db: Session, run_id: str, error: str, now: datetime) -> bool:
-    """The refund (guarded on the run being in flight) first, then the run's conditional UPDATE:
-    both see the same state inside the batch, so a second call refunds nothing."""
-    run = db.exec(select(Run.owner_id, Run.price, Run.attempt).where(Run.id == run_id)).first()
-    if run is None:
-        db.rollback()
-        return False
-    owner_id, price, attempt = run
-    in_flight = (
-        "EXISTS (SELECT 1 FROM runs WHERE id = :run_id AND status IN ('queued', 'processing'))"
-    )
-    statements = [
-        *ledger.d1_statements(
-            owner_id,
-            price,
-            LedgerAction.REFUND.value,
-            run_id,
-            f"refund of attempt {attempt}",
-            now,
-            in_flight,
-            run_id=run_id,
-        ),
-        sql(
-            "UPDATE runs SET status = 'failed', error = :error, finished_at = :now,"
-            " updated_at = :now, refunded_at = :now"
-            " WHERE id = :run_id AND status IN ('queued', 'processing')",
-            error=error[:1000],
-            now=now,
-            run_id=run_id,
-        ),
-    ]
-    rows = run_batch(db, statements)
-    if not rows[1]:
+    op.add_to(batch)
+    results = run_batch(db, batch.statements)
+    if not batch.rows(results, "entry"):
         db.rollback()
         return False
     refresh_loaded(db, Run, run_id)
@@ -287,9 +245,9 @@ def succeed_run(db: Session, run_id: str, result_key: str, size: int) -> bool:
     now = clock.now()
     result = db.exec(
         update(Run)
-        .where(col(Run.id) == run_id, col(Run.status) == RunStatus.PROCESSING.value)
+        .where(col(Run.id) == run_id, col(Run.status) == RunStatus.PROCESSING)
         .values(
-            status=RunStatus.SUCCEEDED.value,
+            status=RunStatus.SUCCEEDED,
             progress=1.0,
             result_key=result_key,
             result_bytes=size,
@@ -327,7 +285,7 @@ def submit_queued(
     queued = list(
         db.exec(
             select(Run)
-            .where(Run.status == RunStatus.QUEUED.value)
+            .where(Run.status == RunStatus.QUEUED)
             .order_by(col(Run.created_at))
             .limit(limit)
         )
@@ -360,9 +318,9 @@ def submit_queued(
         now = clock.now()
         updated = db.exec(
             update(Run)
-            .where(col(Run.id) == run.id, col(Run.status) == RunStatus.QUEUED.value)
+            .where(col(Run.id) == run.id, col(Run.status) == RunStatus.QUEUED)
             .values(
-                status=RunStatus.PROCESSING.value,
+                status=RunStatus.PROCESSING,
                 provider=provider.name,
                 provider_job_id=job_id,
                 submitted_at=now,
@@ -411,7 +369,7 @@ def poll_in_flight(
     running = list(
         db.exec(
             select(Run)
-            .where(Run.status == RunStatus.PROCESSING.value)
+            .where(Run.status == RunStatus.PROCESSING)
             .order_by(col(Run.submitted_at))
             .limit(limit)
         )
@@ -442,7 +400,7 @@ def poll_in_flight(
         elif abs(job.progress - run.progress) >= 0.01:
             db.exec(
                 update(Run)
-                .where(col(Run.id) == run.id, col(Run.status) == RunStatus.PROCESSING.value)
+                .where(col(Run.id) == run.id, col(Run.status) == RunStatus.PROCESSING)
                 .values(progress=min(0.99, max(0.0, job.progress)), updated_at=clock.now())
             )
             db.commit()
