@@ -230,7 +230,7 @@ def run_batch(db: Session, statements: Sequence[Executable]) -> list[list[dict[s
     HTTP client and credentials. This is the only place that knows which of the two it is."""
     conn = db.connection()
     dialect = conn.dialect
-    if dialect.name != D1:
+    if not is_d1(conn):
         out = []
         for stmt in statements:
             result = conn.execute(stmt)  # fetched at once: SQLite sets changes() when one ends

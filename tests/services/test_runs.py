@@ -108,7 +108,7 @@ def test_regenerate_makes_attempt_2_from_stored_inputs_and_charges_again(
     assert second.status == "succeeded" and second.result_key != first.result_key
     assert storage.exists(first.result_key)  # earlier results stay
     assert ledger.balance_of(db, ann) == 9_000
-    assert [r.attempt for r in runs.runs_of(db, ann, task_id)] == [2, 1]
+    assert [r.attempt for r in tasks.task_view(db, ann, task_id).runs] == [2, 1]
 
 
 def test_failed_job_is_refunded_exactly_once(db: Session, samples, storage, tmp_path) -> None:
@@ -307,7 +307,8 @@ def test_another_users_task_input_and_result_are_invisible(
         runs.start_run(db, eve, task_id)
     with pytest.raises(NotFound):
         runs.result_of(db, eve, run.id)
-    assert runs.runs_of(db, eve, task_id) == []
+    with pytest.raises(NotFound):
+        tasks.task_view(db, eve, task_id)
     with pytest.raises(NotFound):
         ingest(eve, task_id, "video", samples["video"])
     assert runs.result_of(db, ann, run.id).result_key == run.result_key

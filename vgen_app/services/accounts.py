@@ -270,8 +270,8 @@ def activate(db: Session, token: str) -> Result:
         raise AccountError("blocked", "This account is blocked. Contact support.")
     db.exec(
         update(User)
-        .where(col(User.id) == user.id, col(User.status) == UserStatus.NEW.value)
-        .values(status=UserStatus.ACTIVATED.value)
+        .where(col(User.id) == user.id, col(User.status) == UserStatus.NEW)
+        .values(status=UserStatus.ACTIVATED)
     )
     # Every other activation link of this user is spent too.
     _void_links(db, user.id, LinkPurpose.ACTIVATION)

@@ -157,19 +157,6 @@ def inputs_of_in_txn(db: Session, task_id: str) -> dict[str, dict]:
     }
 
 
-def runs_of(db: Session, owner_id: str, task_id: str) -> list[Run]:
-    """A task's runs, newest attempt first (owner only)."""
-    rows = list(
-        db.exec(
-            select(Run)
-            .where(Run.task_id == task_id, Run.owner_id == owner_id)
-            .order_by(col(Run.attempt).desc())
-        )
-    )
-    end_read(db)
-    return rows
-
-
 def result_of(db: Session, owner_id: str, run_id: str) -> Run:
     """A succeeded run's result, for its owner only: anyone else gets NotFound."""
     run = db.get(Run, run_id) if is_id(run_id) else None
