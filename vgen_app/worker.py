@@ -13,7 +13,7 @@ from vgen_app.adapters.generation import get_generation
 from vgen_app.adapters.storage import get_storage
 from vgen_app.config import get_settings
 from vgen_app.db import run_db
-from vgen_app.services import leases, ratelimit, runs, shipping
+from vgen_app.services import leases, ratelimit, run_worker, shipping
 
 log = logging.getLogger("vgen.worker")
 
@@ -43,13 +43,13 @@ async def housekeeping() -> None:
         await asyncio.sleep(HOUSEKEEPING_EVERY_SECONDS)
 
 
-def generation_round() -> runs.StepReport | None:
+def generation_round() -> run_worker.StepReport | None:
     """One round, if this process holds the lease (blocking: runs in a worker thread)."""
     from vgen_app.db import with_db
 
     if not with_db(leases.acquire, GENERATION_LEASE, holder(), get_settings().worker_lease_seconds):
         return None
-    return with_db(runs.step, get_generation(), get_storage())
+    return with_db(run_worker.step, get_generation(), get_storage())
 
 
 async def generation_worker() -> None:

@@ -14,6 +14,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from tests.fakes.media_samples import make_audio, make_image, make_video
+from vgen_app.adapters.simulator import Simulator
 from vgen_app.adapters import generation as gen
 from vgen_app.adapters.generation import (
     FAILED,
@@ -23,7 +24,6 @@ from vgen_app.adapters.generation import (
     Job,
     JobNotFound,
     JobRejected,
-    Simulator,
 )
 from vgen_app.adapters.media import probe
 from vgen_app.config import reset_settings
@@ -374,7 +374,7 @@ def test_get_generation_picks_by_settings_and_caches(
 
 
 def test_simulator_submit_is_idempotent_by_client_ref(tmp_path) -> None:
-    from vgen_app.adapters.generation import Simulator
+    from vgen_app.adapters.simulator import Simulator
 
     sim = Simulator(tmp_path / "sim", delay_s=0)
     video = make_video(tmp_path / "v.mp4", seconds=1)

@@ -21,7 +21,7 @@ from vgen_app.adapters.generation import HttpGeneration
 from vgen_app.adapters.storage import LocalStorage
 from vgen_app.config import get_settings
 from vgen_app.models import LedgerEntry, Run
-from vgen_app.services import ledger, runs, tasks
+from vgen_app.services import ledger, run_worker, runs, tasks
 
 TOPUP = 1_000
 
@@ -137,14 +137,14 @@ def test_misbehaving_generation_api_fails_the_run_and_refunds_once(
     try:
         while rounds < 20:
             rounds += 1
-            runs.step(db, api, storage)
+            run_worker.step(db, api, storage)
             db.expire_all()
             if db.get(Run, run_id).status in ("succeeded", "failed"):
                 break
-            if rounds == runs.MAX_SUBMIT_ATTEMPTS + 1:  # then let the run's deadline pass
+            if rounds == run_worker.MAX_SUBMIT_ATTEMPTS + 1:  # then let the run's deadline pass
                 clock.travel(timeout + timedelta(seconds=1))
         for _ in range(3):  # later rounds (another worker, a retry) change nothing
-            runs.step(db, api, storage)
+            run_worker.step(db, api, storage)
     finally:
         api.close()
 

@@ -22,13 +22,14 @@ import pytest
 from sqlmodel import select
 
 from tests.helpers import ingest, make_user
-from vgen_app.adapters import generation as gen
+from vgen_app.adapters import simulator as simulator_mod
+from vgen_app.adapters.simulator import Simulator
 from vgen_app.adapters import media
 from vgen_app.adapters.storage import get_storage
 from vgen_app.config import ROOT, reset_settings
 from vgen_app.db import run_db, session_scope, with_db
 from vgen_app.models import AnalyticsOutbox, Lease, LedgerEntry, Run, TaskInput
-from vgen_app.services import ledger, runs, tasks
+from vgen_app.services import ledger, run_worker, runs, tasks
 from vgen_app.worker import GENERATION_LEASE
 
 PRICE = 500  # lipsync with the 3 s voice track of `samples`: the model's minimum price
@@ -164,12 +165,12 @@ def test_500_concurrent_run_attempts_with_balance_for_100(
 KILLED_WORKER = """
 import sys, time
 from pathlib import Path
-from vgen_app.adapters.generation import Simulator
+from vgen_app.adapters.simulator import Simulator
 from vgen_app.adapters.storage import get_storage
 from vgen_app.db import with_db
-from vgen_app.services import runs
+from vgen_app.services import run_worker
 
-report = with_db(runs.step, Simulator(Path(sys.argv[1]), delay_s=0), get_storage())
+report = with_db(run_worker.step, Simulator(Path(sys.argv[1]), delay_s=0), get_storage())
 print(report.submitted, flush=True)
 time.sleep(120)  # killed -9 from outside, jobs accepted and in the works
 """
@@ -205,12 +206,12 @@ def test_runs_whose_worker_was_killed_mid_job_still_succeed(
     orphans = {i for i, j in before.items() if j["status"] in ("queued", "processing")}
     assert orphans, "the worker finished before it was killed: nothing was tested"
 
-    sim = gen.Simulator(sim_dir, delay_s=0)
+    sim = Simulator(sim_dir, delay_s=0)
     storage = get_storage()
     deadline = time.monotonic() + 60
     with session_scope() as db:
         while _statuses()["succeeded"] < 4 and time.monotonic() < deadline:
-            runs.step(db, sim, storage)
+            run_worker.step(db, sim, storage)
             time.sleep(0.1)
         assert _statuses() == {"succeeded": 4}
         assert ledger.balance_of(db, uid) == 10_000 - 4 * PRICE  # no refund: nothing failed
@@ -243,8 +244,8 @@ def _lipsync_inputs(samples) -> dict[str, str]:
 def test_an_orphaned_job_is_resumed_once_however_many_poll_it(
     samples, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sim = gen.Simulator(tmp_path / "sim", delay_s=0)
-    monkeypatch.setattr(gen, "_pool", _DeadPool)
+    sim = Simulator(tmp_path / "sim", delay_s=0)
+    monkeypatch.setattr(simulator_mod, "_pool", _DeadPool)
     job_id = sim.submit("lipsync", _lipsync_inputs(samples), {"client_ref": "run-1"})
     monkeypatch.undo()
     # Eight pollers (other workers, other processes' simulators) find the orphan at once.
@@ -252,7 +253,7 @@ def test_an_orphaned_job_is_resumed_once_however_many_poll_it(
 
     def poll() -> str:
         barrier.wait()
-        return gen.Simulator(tmp_path / "sim", delay_s=0).get(job_id).status
+        return Simulator(tmp_path / "sim", delay_s=0).get(job_id).status
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         assert set(pool.map(lambda _: poll(), range(8))) <= {"queued", "processing", "succeeded"}
@@ -267,9 +268,9 @@ def test_an_orphaned_job_is_resumed_once_however_many_poll_it(
 
 
 def test_a_job_whose_worker_is_alive_is_not_taken_over(samples, tmp_path: Path) -> None:
-    sim = gen.Simulator(tmp_path / "sim", delay_s=0.5)
+    sim = Simulator(tmp_path / "sim", delay_s=0.5)
     job_id = sim.submit("lipsync", _lipsync_inputs(samples))
-    other = gen.Simulator(tmp_path / "sim", delay_s=0.5)
+    other = Simulator(tmp_path / "sim", delay_s=0.5)
     deadline = time.monotonic() + 30
     while other.get(job_id).status != "succeeded" and time.monotonic() < deadline:
         time.sleep(0.01)

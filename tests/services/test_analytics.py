@@ -15,6 +15,7 @@ from sqlmodel import Session, select
 
 from tests.fakes.fake_bigquery import FakeBigQuery
 from tests.helpers import ingest, make_user
+from vgen_app.adapters.simulator import Simulator
 from vgen_app.adapters.analytics import BigQuerySink, init_tables, make_client
 from vgen_app.config import reset_settings
 from vgen_app.db import run_db, session_scope
@@ -233,9 +234,8 @@ def test_each_event_writes_one_complete_row(
     db: Session, samples, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from tests.services.test_billing import deliver, paid_event
-    from vgen_app.adapters import generation as gen
     from vgen_app.adapters import storage as storage_mod
-    from vgen_app.services import clientinfo, runs, tasks
+    from vgen_app.services import clientinfo, run_worker, runs, tasks
 
     monkeypatch.setenv("STORAGE_URL", f"file://{tmp_path / 'storage'}")
     monkeypatch.setenv("UPLOAD_TMP_DIR", str(tmp_path / "spool"))
@@ -281,9 +281,9 @@ def test_each_event_writes_one_complete_row(
     n_changes = len(_rows(db, "balance_changes"))
     run = runs.start_run(db, uid, task.id)
     assert [r["action"] for r in _rows(db, "balance_changes")[n_changes:]] == ["used"]
-    failing = gen.Simulator(tmp_path / "sim", delay_s=0, failure_rate=1.0)
+    failing = Simulator(tmp_path / "sim", delay_s=0, failure_rate=1.0)
     for _ in range(100):
-        runs.step(db, failing, storage_mod.get_storage())
+        run_worker.step(db, failing, storage_mod.get_storage())
         db.expire_all()
         if len(_rows(db, "balance_changes")) > n_changes + 1:
             break

@@ -11,12 +11,13 @@ from sqlmodel import Session, select
 
 from tests.helpers import ingest, make_user
 from tests.fakes.media_samples import make_audio, make_video
+from vgen_app.adapters.simulator import Simulator
 from vgen_app.adapters import generation as gen
 from vgen_app.adapters import media
 from vgen_app.adapters.storage import LocalStorage
 from vgen_app.db import session_scope
 from vgen_app.models import AnalyticsOutbox, LedgerEntry, Run
-from vgen_app.services import ledger, runs, tasks
+from vgen_app.services import ledger, run_worker, runs, tasks
 from vgen_app.services.tasks import NotFound, TaskError
 
 pytestmark = pytest.mark.usefixtures("local_storage")
@@ -28,8 +29,8 @@ def storage(local_storage: Path) -> LocalStorage:
 
 
 @pytest.fixture
-def sim(tmp_path: Path) -> gen.Simulator:
-    return gen.Simulator(tmp_path / "sim", delay_s=0.3, failure_rate=0.0, expiry_s=600)
+def sim(tmp_path: Path) -> Simulator:
+    return Simulator(tmp_path / "sim", delay_s=0.3, failure_rate=0.0, expiry_s=600)
 
 
 def lipsync_task(db: Session, owner: str, samples) -> str:
@@ -43,7 +44,7 @@ def drive(db: Session, provider, storage, run_id: str, timeout: float = 60) -> R
     """Run worker rounds until the run is final."""
     deadline = time.monotonic() + timeout
     while True:
-        runs.step(db, provider, storage)
+        run_worker.step(db, provider, storage)
         db.expire_all()
         run = db.get(Run, run_id)
         db.commit()
@@ -112,7 +113,7 @@ def test_regenerate_makes_attempt_2_from_stored_inputs_and_charges_again(
 
 
 def test_failed_job_is_refunded_exactly_once(db: Session, samples, storage, tmp_path) -> None:
-    failing = gen.Simulator(tmp_path / "simf", delay_s=0.1, failure_rate=1.0)
+    failing = Simulator(tmp_path / "simf", delay_s=0.1, failure_rate=1.0)
     ann = make_user(db, "ann@example.com")
     ledger.change_balance(db, ann, 1_000, "topup")
     task_id = lipsync_task(db, ann, samples)
@@ -198,7 +199,7 @@ def test_unavailable_service_fails_after_retries_and_refunds(db: Session, sample
     run = runs.start_run(db, ann, lipsync_task(db, ann, samples))
     provider = DownProvider()
     done = drive(db, provider, storage, run.id)
-    assert done.status == "failed" and provider.calls == runs.MAX_SUBMIT_ATTEMPTS
+    assert done.status == "failed" and provider.calls == run_worker.MAX_SUBMIT_ATTEMPTS
     assert ledger.balance_of(db, ann) == 1_000
 
 
@@ -213,14 +214,14 @@ def test_run_that_never_finishes_times_out(
 
     from vgen_app import clock
 
-    slow = gen.Simulator(tmp_path / "slow", delay_s=3600)
+    slow = Simulator(tmp_path / "slow", delay_s=3600)
     ann = make_user(db, "ann@example.com")
     ledger.change_balance(db, ann, 1_000, "topup")
     run = runs.start_run(db, ann, lipsync_task(db, ann, samples))
-    runs.step(db, slow, storage)
+    run_worker.step(db, slow, storage)
     assert db.get(Run, run.id).status == "processing"
     clock.travel(timedelta(hours=1))
-    runs.step(db, slow, storage)
+    run_worker.step(db, slow, storage)
     db.expire_all()
     done = db.get(Run, run.id)
     assert done.status == "failed" and "timed out" in done.error
