@@ -15,18 +15,15 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from vgen_app import clock
 from vgen_app.config import get_settings
 from vgen_app.db import end_read
-from vgen_app.models import LinkPurpose, OneTimeLink, User, UserStatus
-from vgen_app.services import emails, outbox, ratelimit, sessions
+from vgen_app.models import LinkPurpose, User, UserStatus
+from vgen_app.services import emails, links, outbox, ratelimit, sessions
 from vgen_app.services.emails import Mail
 from vgen_app.services.errors import AccountError
 from vgen_app.services.security import (
     burn_password_check,
     hash_password,
-    new_token,
-    token_hash,
     verify_password,
 )
 
@@ -90,87 +87,12 @@ def _minutes(delta: timedelta) -> str:
 # --- links ------------------------------------------------------------------------------------
 
 
-def _issue_link(
-    db: Session, user: User, purpose: LinkPurpose, ttl: timedelta, **extra: str | None
-) -> str:
-    token = new_token()
-    now = clock.now()
-    db.add(
-        OneTimeLink(
-            user_id=user.id,
-            purpose=purpose.value,
-            token_hash=token_hash(token),
-            created_at=now,
-            expires_at=now + ttl,
-            **extra,
-        )
-    )
-    return token
-
-
-def _link_sent_recently(db: Session, user_id: str, purpose: LinkPurpose) -> bool:
-    """One link mail per address per interval: a flood of requests sends no flood of mail."""
-    since = clock.now() - timedelta(seconds=get_settings().mail_link_interval_seconds)
-    query = select(OneTimeLink.id).where(
-        OneTimeLink.user_id == user_id,
-        OneTimeLink.purpose == purpose.value,
-        col(OneTimeLink.created_at) > since,
-    )
-    return db.exec(query.limit(1)).first() is not None
-
-
-def _void_links(db: Session, user_id: str, purpose: LinkPurpose) -> None:
-    db.exec(
-        update(OneTimeLink)
-        .where(
-            col(OneTimeLink.user_id) == user_id,
-            col(OneTimeLink.purpose) == purpose.value,
-            col(OneTimeLink.used_at).is_(None),
-        )
-        .values(used_at=clock.now())
-    )
-
-
 def _activation_mail(db: Session, user: User) -> list[Mail]:
-    if _link_sent_recently(db, user.id, LinkPurpose.ACTIVATION):
+    if links.sent_recently(db, user.id, LinkPurpose.ACTIVATION):
         return []
     ttl = timedelta(hours=get_settings().link_ttl_hours)
-    token = _issue_link(db, user, LinkPurpose.ACTIVATION, ttl)
+    token = links.issue(db, user, LinkPurpose.ACTIVATION, ttl)
     return [emails.activation_mail(user.email, token)]
-
-
-def _consume_link(db: Session, token: str, purpose: LinkPurpose) -> OneTimeLink | None:
-    """Mark a valid link used, atomically: of two concurrent redemptions exactly one wins."""
-    if not token or len(token) > 200:
-        return None
-    now = clock.now()
-    hashed = token_hash(token)
-    result = db.exec(
-        update(OneTimeLink)
-        .where(
-            col(OneTimeLink.token_hash) == hashed,
-            col(OneTimeLink.purpose) == purpose.value,
-            col(OneTimeLink.used_at).is_(None),
-            col(OneTimeLink.expires_at) > now,
-        )
-        .values(used_at=now)
-    )
-    if result.rowcount != 1:
-        return None
-    return db.exec(select(OneTimeLink).where(OneTimeLink.token_hash == hashed)).one()
-
-
-def _find_valid_link(db: Session, token: str, purpose: LinkPurpose) -> OneTimeLink | None:
-    if not token or len(token) > 200:
-        return None
-    link = db.exec(
-        select(OneTimeLink).where(
-            OneTimeLink.token_hash == token_hash(token), OneTimeLink.purpose == purpose.value
-        )
-    ).first()
-    if link is None or link.used_at is not None or link.expires_at <= clock.now():
-        return None
-    return link
 
 
 def _user_by_email(db: Session, email: str) -> User | None:
@@ -255,7 +177,7 @@ def _clean_utm(utm: dict[str, str] | None) -> dict[str, str] | None:
 
 
 def activate(db: Session, token: str) -> Result:
-    link = _consume_link(db, token, LinkPurpose.ACTIVATION)
+    link = links.consume(db, token, LinkPurpose.ACTIVATION)
     if link is None:
         db.rollback()
         raise AccountError(
@@ -274,7 +196,7 @@ def activate(db: Session, token: str) -> Result:
         .values(status=UserStatus.ACTIVATED)
     )
     # Every other activation link of this user is spent too.
-    _void_links(db, user.id, LinkPurpose.ACTIVATION)
+    links.void(db, user.id, LinkPurpose.ACTIVATION)
     db.commit()
     return Result(message="Your e-mail is verified. You can log in now.", user_id=user.id)
 
@@ -346,7 +268,7 @@ def login(db: Session, email: str, password: str, client: ClientInfo | None = No
 
     ratelimit.clear(db, ratelimit.LOGIN_FAILURE, email=email)
     ttl = timedelta(seconds=settings.login_ticket_ttl_seconds)
-    ticket = _issue_link(
+    ticket = links.issue(
         db, user, LinkPurpose.LOGIN_TICKET, ttl, ip=client.ip, user_agent=_ua(client.user_agent)
     )
     db.commit()
@@ -399,7 +321,7 @@ def redeem_login_ticket(
     The successful login is recorded here, with the session it created, for analytics.
     """
     client = client or ClientInfo()
-    link = _consume_link(db, ticket, LinkPurpose.LOGIN_TICKET)
+    link = links.consume(db, ticket, LinkPurpose.LOGIN_TICKET)
     if link is None:
         db.rollback()
         raise AccountError("bad_ticket", "Your login expired. Please log in again.")
@@ -451,11 +373,11 @@ def reset_link_mails(db: Session, email: str) -> list[Mail]:
     elif (
         user is not None
         and user.status == UserStatus.ACTIVATED
-        and not _link_sent_recently(db, user.id, LinkPurpose.RESET)
+        and not links.sent_recently(db, user.id, LinkPurpose.RESET)
     ):
-        _void_links(db, user.id, LinkPurpose.RESET)  # a newer link voids the older ones
+        links.void(db, user.id, LinkPurpose.RESET)  # a newer link voids the older ones
         ttl = timedelta(hours=get_settings().link_ttl_hours)
-        token = _issue_link(db, user, LinkPurpose.RESET, ttl)
+        token = links.issue(db, user, LinkPurpose.RESET, ttl)
         mails = [emails.reset_mail(user.email, token)]
     db.commit()
     return mails
@@ -463,7 +385,7 @@ def reset_link_mails(db: Session, email: str) -> list[Mail]:
 
 def check_reset_token(db: Session, token: str) -> bool:
     """Whether a reset link can still be used (to show the form or a clear error)."""
-    ok = _find_valid_link(db, token, LinkPurpose.RESET) is not None
+    ok = links.find_valid(db, token, LinkPurpose.RESET) is not None
     end_read(db)
     return ok
 
@@ -473,13 +395,13 @@ BAD_RESET_LINK = "This reset link is invalid, expired or already used. Ask for a
 
 def reset_password(db: Session, token: str, new_password: str) -> Result:
     check_password(new_password)
-    if _find_valid_link(db, token, LinkPurpose.RESET) is None:
+    if links.find_valid(db, token, LinkPurpose.RESET) is None:
         db.rollback()
         raise AccountError("bad_link", BAD_RESET_LINK)
     end_read(db)
     password_hash = hash_password(new_password)  # outside any transaction
 
-    link = _consume_link(db, token, LinkPurpose.RESET)
+    link = links.consume(db, token, LinkPurpose.RESET)
     if link is None:  # used concurrently meanwhile
         db.rollback()
         raise AccountError("bad_link", BAD_RESET_LINK)
@@ -488,7 +410,7 @@ def reset_password(db: Session, token: str, new_password: str) -> Result:
         db.rollback()
         raise AccountError("blocked", "This account is blocked. Contact support.")
     db.exec(update(User).where(col(User.id) == user.id).values(password_hash=password_hash))
-    _void_links(db, user.id, LinkPurpose.RESET)
+    links.void(db, user.id, LinkPurpose.RESET)
     sessions.revoke_all(db, user.id)
     ratelimit.clear(db, ratelimit.LOGIN_FAILURE, email=user.email)
     db.commit()
