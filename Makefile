@@ -13,7 +13,7 @@ export NPM_CONFIG_UPDATE_NOTIFIER := false
 export NPM_CONFIG_FUND := false
 export NPM_CONFIG_AUDIT := false
 
-.PHONY: install run dev test test-fast migrate clean
+.PHONY: install run dev test test-fast lint migrate clean
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,15 @@ test: install
 ## Without the real-browser journeys.
 test-fast: install
 	$(BIN)/pytest -m "not browser"
+
+## The rules CI checks: ruff (lint, formatting) and the import-layer contracts ([tool.importlinter] in
+## pyproject.toml). All three run; any one failing fails the target.
+lint: install
+	@status=0; \
+	$(BIN)/ruff check . || status=1; \
+	$(BIN)/ruff format --check . || status=1; \
+	$(BIN)/lint-imports --no-cache || status=1; \
+	exit $$status
 
 clean:
 	rm -rf .web var/test-*

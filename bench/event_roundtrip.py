@@ -212,9 +212,9 @@ async def burst(clients, call, bursts: int, phase: Phase, pid: int) -> None:
 def make_users(n: int, prefix: str, tasks_each: int, rounds: int) -> list[tuple[str, str, str]]:
     """n activated users with a session each: (email, user_id, cookie). Password hashes at
     `rounds` (the bench process's BCRYPT_ROUNDS), tasks_each tasks each."""
+    from vgen_app import catalog
     from vgen_app.config import reset_settings
     from vgen_app.db import session_scope
-    from vgen_app import catalog
     from vgen_app.services import tasks
 
     os.environ["BCRYPT_ROUNDS"] = str(rounds)

@@ -293,8 +293,8 @@ def session_cookie_for(email: str, password: str = "correct horse") -> tuple[str
     """A signed-up, activated user with a fresh session, made through the services directly:
     (user_id, Cookie header value), as tests/helpers.py does. Uses the current DATABASE_URL."""
     from tests.helpers import login_session, make_user
-    from vgen_app.api.cookies import cookie_name
     from vgen_app.db import session_scope
+    from vgen_app.services.cookies import cookie_name
 
     with session_scope() as db:
         user_id = make_user(db, email, password)

@@ -107,6 +107,7 @@ class CheckoutStatus(StrEnum):
     OPEN = "open"
     PAID = "paid"
 
+
 class RunStatus(StrEnum):
     QUEUED = "queued"
     PROCESSING = "processing"
@@ -218,8 +219,6 @@ class AnalyticsOutbox(SQLModel, table=True):
     last_error: str | None = Field(default=None)
 
 
-
-
 class LedgerEntry(SQLModel, table=True):
     """Every balance change, and every attempted one (outcome `rejected`, old = new balance)."""
 
@@ -316,8 +315,6 @@ class TaskInput(SQLModel, table=True):
     created_at: datetime = Field(
         default_factory=clock.now, sa_column=Column(UTCDateTime(), nullable=False)
     )
-
-
 
 
 class Run(SQLModel, table=True):

@@ -14,7 +14,6 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from tests.fakes.media_samples import make_audio, make_image, make_video
-from vgen_app.adapters.simulator import Simulator
 from vgen_app.adapters import generation as gen
 from vgen_app.adapters.generation import (
     FAILED,
@@ -26,6 +25,7 @@ from vgen_app.adapters.generation import (
     JobRejected,
 )
 from vgen_app.adapters.media import probe
+from vgen_app.adapters.simulator import Simulator
 from vgen_app.config import reset_settings
 
 KEY = "sk-test-123"

@@ -10,12 +10,12 @@ import pytest
 from starlette.testclient import TestClient
 
 from tests.helpers import ingest, login_session, make_user
-from vgen_app.adapters import generation as gen
+from vgen_app.adapters.simulator import Simulator
 from vgen_app.adapters.storage import LocalStorage
 from vgen_app.config import reset_settings
 from vgen_app.db import session_scope
 from vgen_app.models import Run
-from vgen_app.services import ledger, runs, tasks
+from vgen_app.services import ledger, run_worker, runs, tasks
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def finished_run(database_url: str, samples, tmp_path: Path, monkeypatch: pytest
     monkeypatch.setenv("UPLOAD_TMP_DIR", str(tmp_path / "spool"))
     reset_settings()
     storage_mod._cache.clear()
-    sim = gen.Simulator(tmp_path / "sim", delay_s=0)
+    sim = Simulator(tmp_path / "sim", delay_s=0)
     with session_scope() as db:
         ann = make_user(db, "ann@example.com")
         make_user(db, "eve@example.com")
@@ -37,7 +37,7 @@ def finished_run(database_url: str, samples, tmp_path: Path, monkeypatch: pytest
         ingest(ann, task.id, "audio", samples["audio"])
         run_id = runs.start_run(db, ann, task.id).id
         for _ in range(100):
-            runs.step(db, sim, LocalStorage(root))
+            run_worker.step(db, sim, LocalStorage(root))
             db.expire_all()
             if db.get(Run, run_id).status == "succeeded":
                 break

@@ -22,9 +22,9 @@ import pytest
 from sqlmodel import select
 
 from tests.helpers import ingest, make_user
+from vgen_app.adapters import media
 from vgen_app.adapters import simulator as simulator_mod
 from vgen_app.adapters.simulator import Simulator
-from vgen_app.adapters import media
 from vgen_app.adapters.storage import get_storage
 from vgen_app.config import ROOT, reset_settings
 from vgen_app.db import run_db, session_scope, with_db

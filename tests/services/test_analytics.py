@@ -15,8 +15,8 @@ from sqlmodel import Session, select
 
 from tests.fakes.fake_bigquery import FakeBigQuery
 from tests.helpers import ingest, make_user
-from vgen_app.adapters.simulator import Simulator
 from vgen_app.adapters.analytics import BigQuerySink, init_tables, make_client
+from vgen_app.adapters.simulator import Simulator
 from vgen_app.config import reset_settings
 from vgen_app.db import run_db, session_scope
 from vgen_app.models import AnalyticsOutbox

@@ -455,7 +455,10 @@ def test_proposed_batch_is_all_or_nothing_on_d1(d1_url: str) -> None:
     engine = dbmod.make_engine(d1_url)
     with Session(engine) as db:
         uid = new_user(db, "ann@example.com", balance=100)
-        doomed = [*ledger.change_statements(uid, -60, "used", "r", None, clock.now()), text("SELECT x")]
+        doomed = [
+            *ledger.change_statements(uid, -60, "used", "r", None, clock.now()),
+            text("SELECT x"),
+        ]
         with pytest.raises(OperationalError, match="no such column"):
             dbmod.run_batch(db, doomed)
         assert balance(db, uid) == 100

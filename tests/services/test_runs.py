@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, select
 
-from tests.helpers import ingest, make_user
 from tests.fakes.media_samples import make_audio, make_video
-from vgen_app.adapters.simulator import Simulator
+from tests.helpers import ingest, make_user
 from vgen_app.adapters import generation as gen
 from vgen_app.adapters import media
+from vgen_app.adapters.simulator import Simulator
 from vgen_app.adapters.storage import LocalStorage
 from vgen_app.db import session_scope
 from vgen_app.models import AnalyticsOutbox, LedgerEntry, Run

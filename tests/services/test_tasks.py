@@ -9,10 +9,10 @@ import pytest
 from sqlmodel import Session, select
 
 from tests.helpers import ingest, make_user
+from vgen_app import catalog
 from vgen_app.adapters.storage import get_storage
 from vgen_app.config import get_settings
 from vgen_app.models import TaskInput
-from vgen_app import catalog
 from vgen_app.services import runs, tasks
 from vgen_app.services.tasks import NotFound, TaskError
 

@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import secrets
+from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
@@ -16,9 +17,19 @@ import resend
 
 from vgen_app import clock
 from vgen_app.config import Settings, get_settings
-from vgen_app.services.emails import Mail
 
 log = logging.getLogger("vgen.mail")
+
+
+@dataclass(frozen=True)
+class Mail:
+    """One message as we send it (services/emails.py writes them)."""
+
+    to: str
+    subject: str
+    text: str
+    html: str
+    kind: str  # activation | reset | already_registered
 
 
 class Mailer(Protocol):

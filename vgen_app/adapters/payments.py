@@ -26,7 +26,9 @@ class BadSignature(Exception):
         self.message = message
 
 
-def verify_event(payload: bytes | str, sig_header: str | None, secret: str | None) -> dict[str, Any]:
+def verify_event(
+    payload: bytes | str, sig_header: str | None, secret: str | None
+) -> dict[str, Any]:
     """Check the Stripe signature on the raw body (and its age); return the event as a dict.
     The one signature check: the webhook route and the test checkout both end here."""
     if not secret:

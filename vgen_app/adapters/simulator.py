@@ -365,5 +365,3 @@ class Simulator:
             resp.raise_for_status()
             write_atomic(dest, lambda out: out.writelines(resp.iter_bytes()))
         return dest
-
-

@@ -137,4 +137,3 @@ TOO_LARGE: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorOut, "description": "Body over 64 KiB."}
 }
 NO_SUCH_USER = "No such user."
-

@@ -6,15 +6,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.responses import Response
 
-from vgen_app.api.cookies import (
-    clear_session_cookie,
-    safe_next,
-    set_session_cookie,
-    token_from_cookie_header,
-)
+from vgen_app.api.cookies import clear_session_cookie, set_session_cookie
+from vgen_app.api.deps import SessionToken
 from vgen_app.config import get_settings
 from vgen_app.db import run_db
 from vgen_app.services import accounts, clientinfo, sessions
+from vgen_app.services.cookies import safe_next
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
@@ -44,8 +41,7 @@ async def redeem_ticket(request: Request, ticket: str = "", next: str = "/") -> 
 
 
 @router.post("/logout", include_in_schema=False)
-async def logout(request: Request) -> Response:
-    token = token_from_cookie_header(request.headers.get("cookie"))
+async def logout(token: SessionToken) -> Response:
     if token:
         await run_db(sessions.revoke, token)
     response = JSONResponse({"ok": True})

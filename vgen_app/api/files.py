@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import re
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import iterate_in_threadpool
 from starlette.responses import Response
 
 from vgen_app.adapters.storage import get_storage
-from vgen_app.api.cookies import token_from_cookie_header
+from vgen_app.api.deps import CurrentUser
 from vgen_app.db import run_db
 from vgen_app.models import is_id
-from vgen_app.services import runs, sessions, tasks
+from vgen_app.services import runs, tasks
 
 router = APIRouter(prefix="/api/runs", tags=["files"])
 
@@ -24,12 +24,7 @@ def _filename(task_name: str, attempt: int) -> str:
 
 
 @router.get("/{run_id}/result", include_in_schema=False)
-async def download_result(run_id: str, request: Request) -> Response:
-    token = token_from_cookie_header(request.headers.get("cookie"))
-    user = await run_db(sessions.validate, token) if token else None
-    if user is None:
-        return JSONResponse({"detail": "Log in to download."}, status_code=401)
-    request.state.user_id = user.user_id
+async def download_result(run_id: str, user: CurrentUser) -> Response:
     if not is_id(run_id):
         return JSONResponse({"detail": "Not found."}, status_code=404)
     try:

@@ -328,7 +328,9 @@ async def find_users(
     except accounts.AccountError as exc:
         _audit(request, "find_by_email", outcome=exc.code)
         raise _invalid(exc.message, "value_error", ("query", "email")) from None
-    _audit(request, "find_by_email", outcome=f"found userID={views[0].id}" if views else "not_found")
+    _audit(
+        request, "find_by_email", outcome=f"found userID={views[0].id}" if views else "not_found"
+    )
     return [UserOut(**vars(view)) for view in views]
 
 

@@ -168,13 +168,20 @@ def credit_checkout(db: Session, obj: dict[str, Any], event_id: str) -> WebhookR
     return _credit(db, session_id, event_id[:255], user_id, tokens)
 
 
-def _credit(db: Session, session_id: str, event_id: str, user_id: str, tokens: int) -> WebhookResult:
+def _credit(
+    db: Session, session_id: str, event_id: str, user_id: str, tokens: int
+) -> WebhookResult:
     """The credit row, the ledger change, the link between them and the checkout's `paid`: one
     batch. A redelivery (the credit row's primary key) or an unknown user (its foreign key)
     fails the whole batch, so nothing is written, whoever delivers how often and concurrently."""
     now = clock.now()
     op = ledger.BalanceOp(
-        user_id, tokens, LedgerAction.TOPUP, reference=session_id, note=f"{tokens:,} tokens", now=now
+        user_id,
+        tokens,
+        LedgerAction.TOPUP,
+        reference=session_id,
+        note=f"{tokens:,} tokens",
+        now=now,
     )
     batch = Batch()
     batch.add(

@@ -3,18 +3,9 @@
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass
 
+from vgen_app.adapters.mail import Mail
 from vgen_app.config import get_settings
-
-
-@dataclass(frozen=True)
-class Mail:
-    to: str
-    subject: str
-    text: str
-    html: str
-    kind: str  # activation | reset | already_registered
 
 
 def _html(title: str, intro: str, button: str | None, link: str | None, outro: str) -> str:
@@ -35,32 +26,46 @@ def _html(title: str, intro: str, button: str | None, link: str | None, outro: s
     )
 
 
-def activation_mail(to: str, token: str) -> Mail:
-    link = get_settings().link(f"/verify?token={token}")
-    intro = "Welcome to vgen! Confirm your e-mail address to activate your account."
-    outro = "The link works for 24 hours and only once. If you did not sign up, ignore this e-mail."
+def _link_mail(
+    to: str, kind: str, subject: str, title: str, intro: str, action: str, button: str, link: str,
+    outro: str,
+) -> Mail:  # fmt: skip
+    """A mail whose point is one link: `action` introduces it in the text, `button` in the HTML."""
     return Mail(
         to=to,
-        subject="Activate your vgen account",
-        text=f"{intro}\n\nActivate your account:\n{link}\n\n{outro}\n\n— vgen\n",
-        html=_html("Activate your account", intro, "Activate my account", link, outro),
-        kind="activation",
+        subject=subject,
+        text=f"{intro}\n\n{action}:\n{link}\n\n{outro}\n\n— vgen\n",
+        html=_html(title, intro, button, link, outro),
+        kind=kind,
+    )
+
+
+def activation_mail(to: str, token: str) -> Mail:
+    return _link_mail(
+        to,
+        "activation",
+        "Activate your vgen account",
+        "Activate your account",
+        "Welcome to vgen! Confirm your e-mail address to activate your account.",
+        "Activate your account",
+        "Activate my account",
+        get_settings().link(f"/verify?token={token}"),
+        "The link works for 24 hours and only once. If you did not sign up, ignore this e-mail.",
     )
 
 
 def reset_mail(to: str, token: str) -> Mail:
-    link = get_settings().link(f"/reset?token={token}")
-    intro = "Someone (hopefully you) asked to reset the password of your vgen account."
-    outro = (
+    return _link_mail(
+        to,
+        "reset",
+        "Reset your vgen password",
+        "Reset your password",
+        "Someone (hopefully you) asked to reset the password of your vgen account.",
+        "Choose a new password",
+        "Choose a new password",
+        get_settings().link(f"/reset?token={token}"),
         "The link works for 24 hours and only once; a newer link replaces it. "
-        "If you did not ask for it, ignore this e-mail: your password stays as it is."
-    )
-    return Mail(
-        to=to,
-        subject="Reset your vgen password",
-        text=f"{intro}\n\nChoose a new password:\n{link}\n\n{outro}\n\n— vgen\n",
-        html=_html("Reset your password", intro, "Choose a new password", link, outro),
-        kind="reset",
+        "If you did not ask for it, ignore this e-mail: your password stays as it is.",
     )
 
 

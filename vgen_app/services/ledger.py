@@ -247,7 +247,9 @@ class HistoryPage:
 @read_only
 def history(db: Session, user_id: str, page: int = 1, per_page: int = 20) -> HistoryPage:
     """Applied changes, newest first, paginated."""
-    base = select(LedgerEntry).where(LedgerEntry.user_id == user_id, LedgerEntry.outcome == Outcome.APPLIED)
+    base = select(LedgerEntry).where(
+        LedgerEntry.user_id == user_id, LedgerEntry.outcome == Outcome.APPLIED
+    )
     total = int(
         db.exec(
             select(func.count())

@@ -9,12 +9,11 @@ from pathlib import Path
 from sqlalchemy import ColumnElement, Update, exists, func, update
 from sqlmodel import Session, col, select
 
-from vgen_app import clock
+from vgen_app import catalog, clock
 from vgen_app.adapters.media import MediaError, MediaInfo
+from vgen_app.catalog import ModelSpec, Slot
 from vgen_app.db import end_read, read_only
 from vgen_app.models import Run, RunStatus, Task, TaskInput, is_id, new_id
-from vgen_app import catalog
-from vgen_app.catalog import ModelSpec, Slot
 from vgen_app.services.errors import NotFound, TaskError
 
 log = logging.getLogger("vgen.tasks")

@@ -11,9 +11,9 @@ import reflex as rx
 
 from vgen_app.adapters import mail
 from vgen_app.adapters.mail import send_in_background
-from vgen_app.api.cookies import safe_next
 from vgen_app.db import run_db
 from vgen_app.services import accounts
+from vgen_app.services.cookies import safe_next
 from vgen_app.ui import routes
 from vgen_app.ui.layout import auth_card, error_callout, field, info_callout
 from vgen_app.ui.session import SessionState

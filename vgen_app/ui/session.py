@@ -10,10 +10,10 @@ from urllib.parse import quote
 import reflex as rx
 from sqlmodel import Session
 
-from vgen_app.api.cookies import token_from_cookie_header
 from vgen_app.db import read_only, run_db
 from vgen_app.services import clientinfo, sessions
 from vgen_app.services.accounts import ClientInfo
+from vgen_app.services.cookies import token_from_cookie_header
 from vgen_app.services.sessions import SessionUser
 from vgen_app.ui import routes
 

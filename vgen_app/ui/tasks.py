@@ -8,10 +8,10 @@ from typing import Any
 
 import reflex as rx
 
+from vgen_app import catalog
 from vgen_app.config import get_settings
 from vgen_app.db import run_db
 from vgen_app.models import RunStatus
-from vgen_app import catalog
 from vgen_app.services import runs, tasks, uploads
 from vgen_app.ui import routes
 from vgen_app.ui.layout import app_shell, error_callout, pager
