@@ -141,9 +141,9 @@ class Meter:
 class Kinds:
     def __init__(self) -> None:
         from vgen_app.ui.auth import LoginState
+        from vgen_app.ui.dashboard import DashboardState
         from vgen_app.ui.probe import ProbeState
         from vgen_app.ui.session import SessionState
-        from vgen_app.ui.tasks import DashboardState
         from vgen_app.ui.tokens import TokensState
 
         self.probe = ProbeState.get_full_name()

@@ -13,7 +13,7 @@ What is measured (be honest about it):
     (TaskState.on_load sets the task). Then, as Reflex's upload.js does, a multipart POST /_upload
     with `Reflex-Client-Token` (the tab's token), `Reflex-Event-Handler` (TaskState.upload_slot),
     the cookie, a `__reflex_event_args` part {"slot": "video"} and one `files` part. The app streams
-    it through Reflex's chunk parser into `TaskState.upload_slot` -> `_spool_and_ingest`, then
+    it through Reflex's chunk parser into `TaskState.upload_slot` -> `uploads.spool_and_ingest`, then
     `uploads.ingest` probes it (PyAV), checks the slot rules, copies it into storage (fsync) and
     records it. Timed: "stream" = POST until the 202 (every byte parsed and queued to the handler),
     "end-to-end" = until the tab's state shows the slot done (`uploading` false, error or not).
@@ -27,8 +27,8 @@ What is measured (be honest about it):
     refuses it once 500 MiB have streamed; that row covers streaming + refusal, not 1 GiB.
   * Stand-in and in-process variants (kept from the first version, for comparison): a subprocess
     (uvicorn, and granian) running Reflex's `_UploadChunkMultipartParser` ->
-    `UploadChunkIterator(maxsize=8)` -> `vgen_app.ui.tasks._spool_and_ingest` with `uploads.ingest`
-    stubbed, i.e. the upload path without the app; the raw in-process loop; `_spool_and_ingest`
+    `UploadChunkIterator(maxsize=8)` -> `vgen_app.services.uploads.spool_and_ingest` with `uploads.ingest`
+    stubbed, i.e. the upload path without the app; the raw in-process loop; `uploads.spool_and_ingest`
     in-process.
   The real app and the floors run in the same rounds, interleaved, order rotated, `os.sync()` first.
 
@@ -187,7 +187,6 @@ REFLEX_PATH_APP = textwrap.dedent(
     from reflex_components_core.core._upload import UploadChunkIterator, _UploadChunkMultipartParser
     from vgen_app import catalog
     from vgen_app.services import uploads
-    from vgen_app.ui import tasks as ui_tasks
 
     GOT = {}
 
@@ -206,7 +205,7 @@ REFLEX_PATH_APP = textwrap.dedent(
 
         async def start(extra_args_raw):
             nonlocal fut
-            fut = asyncio.ensure_future(ui_tasks._spool_and_ingest(chunk_iter, "u1", "t1", SLOT))
+            fut = asyncio.ensure_future(uploads.spool_and_ingest(chunk_iter, "u1", "t1", SLOT))
             chunk_iter.set_consumer_task(fut)
 
         parser = _UploadChunkMultipartParser(headers=request.headers, stream=request.stream(),
@@ -307,7 +306,7 @@ def post(
 
 def run_http(total: int, workdir: Path, kind: str = "floor") -> dict:
     """kind: floor / floor-granian (request.stream() to a file), standin / standin-granian
-    (Reflex's chunk parser -> _spool_and_ingest, ingest stubbed), under uvicorn or granian."""
+    (Reflex's chunk parser -> uploads.spool_and_ingest, ingest stubbed), under uvicorn or granian."""
     port = free_port()
     (workdir / "spool").mkdir(exist_ok=True)
     env = dict(
@@ -354,8 +353,8 @@ def run_http(total: int, workdir: Path, kind: str = "floor") -> dict:
         name = {
             "floor": "floor: Starlette request.stream() over HTTP (uvicorn)",
             "floor-granian": "floor: Starlette request.stream() over HTTP (granian)",
-            "standin": "stand-in: Reflex chunk parser -> _spool_and_ingest (uvicorn)",
-            "standin-granian": "stand-in: Reflex chunk parser -> _spool_and_ingest (granian)",
+            "standin": "stand-in: Reflex chunk parser -> uploads.spool_and_ingest (uvicorn)",
+            "standin-granian": "stand-in: Reflex chunk parser -> uploads.spool_and_ingest (granian)",
         }[kind]
         return {
             "name": name,
@@ -415,7 +414,6 @@ def run_inprocess_floor(total: int, workdir: Path) -> dict:
 def run_spool(total: int, workdir: Path) -> dict:
     from vgen_app import catalog
     from vgen_app.services import uploads
-    from vgen_app.ui import tasks as ui_tasks
 
     got: dict = {}
 
@@ -436,14 +434,14 @@ def run_spool(total: int, workdir: Path) -> dict:
     try:
         with RssSampler(os.getpid()) as rss:
             t0 = time.perf_counter()
-            err = asyncio.run(ui_tasks._spool_and_ingest(chunk_iter(total), "u1", "t1", slot))
+            err = asyncio.run(uploads.spool_and_ingest(chunk_iter(total), "u1", "t1", slot))
             dt = time.perf_counter() - t0
     finally:
         uploads.ingest = real_ingest
     assert err == "", err
     assert got.get("size") == total == got.get("disk"), got
     return {
-        "name": "vgen: ui.tasks._spool_and_ingest, in-process (ingest stubbed)",
+        "name": "vgen: services.uploads.spool_and_ingest, in-process (ingest stubbed)",
         "secs": dt,
         "mbps": total / 1e6 / dt,
         "rss_base": rss.base,
@@ -490,7 +488,7 @@ class RealApp:
         reset_settings()
         from vgen_app.db import session_scope
         from vgen_app.services import tasks
-        from vgen_app.ui.tasks import TaskState
+        from vgen_app.ui.task import TaskState
 
         self.user_id, self.cookie = session_cookie_for("uploader@example.com")
         with session_scope() as db:

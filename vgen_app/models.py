@@ -68,6 +68,18 @@ def enum_column(enum: type[StrEnum], length: int = 16) -> Column:
     return Column(EnumText(enum, length), nullable=False)
 
 
+def moment(*, nullable: bool = False) -> Any:
+    """A UTC timestamp column (its own Column for each table), required unless `nullable`."""
+    if nullable:
+        return Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    return Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+def stamped() -> Any:
+    """A UTC timestamp column set to now when the row is made (created_at and the like)."""
+    return Field(default_factory=clock.now, sa_column=Column(UTCDateTime(), nullable=False))
+
+
 def new_id() -> str:
     """Short random ids (~72 bits): unguessable in URLs and the admin API."""
     return secrets.token_urlsafe(9)
@@ -90,6 +102,8 @@ class UserStatus(StrEnum):
 
 
 class LedgerAction(StrEnum):
+    """Why a balance changed: a payment, a run, a run's refund, an operator."""
+
     TOPUP = "topup"
     USED = "used"
     REFUND = "refund"
@@ -104,11 +118,16 @@ class Outcome(StrEnum):
 
 
 class CheckoutStatus(StrEnum):
+    """A checkout is paid once, by the webhook (the only thing that credits)."""
+
     OPEN = "open"
     PAID = "paid"
 
 
 class RunStatus(StrEnum):
+    """queued -> processing -> succeeded | failed. A failed run is refunded once; a run in
+    flight (queued or processing) keeps its task's inputs and Run button locked."""
+
     QUEUED = "queued"
     PROCESSING = "processing"
     SUCCEEDED = "succeeded"
@@ -137,9 +156,7 @@ class User(SQLModel, table=True):
     )
     # utm_* parameters the visitor arrived with (campaign attribution).
     signup_utm: dict[str, str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
-    created_at: datetime = Field(
-        default_factory=clock.now, sa_column=Column(UTCDateTime(), nullable=False)
-    )
+    created_at: datetime = stamped()
 
 
 class OneTimeLink(SQLModel, table=True):
@@ -155,11 +172,9 @@ class OneTimeLink(SQLModel, table=True):
     # For login tickets: where the session is created from.
     ip: str | None = Field(default=None, max_length=64)
     user_agent: str | None = Field(default=None, max_length=512)
-    created_at: datetime = Field(
-        default_factory=clock.now, sa_column=Column(UTCDateTime(), nullable=False)
-    )
-    expires_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
-    used_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    created_at: datetime = stamped()
+    expires_at: datetime = moment()
+    used_at: datetime | None = moment(nullable=True)
 
 
 class UserSession(SQLModel, table=True):
@@ -168,16 +183,10 @@ class UserSession(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     token_hash: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
     user_id: str = Field(foreign_key="users.id", max_length=32, index=True)
-    created_at: datetime = Field(
-        default_factory=clock.now, sa_column=Column(UTCDateTime(), nullable=False)
-    )
-    last_seen_at: datetime = Field(
-        default_factory=clock.now, sa_column=Column(UTCDateTime(), nullable=False)
-    )
-    expires_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
-    revoked_at: datetime | None = Field(
-        default=None, sa_column=Column(UTCDateTime(), nullable=True)
-    )
+    created_at: datetime = stamped()
+    last_seen_at: datetime = stamped()
+    expires_at: datetime = moment()
+    revoked_at: datetime | None = moment(nullable=True)
     ip: str | None = Field(default=None, max_length=64)
     user_agent: str | None = Field(default=None, max_length=512)
 
@@ -195,9 +204,7 @@ class AuthEvent(SQLModel, table=True):
     kind: str = Field(max_length=32)
     email: str | None = Field(default=None, max_length=320)
     ip: str | None = Field(default=None, max_length=64)
-    created_at: datetime = Field(
-        default_factory=clock.now, sa_column=Column(UTCDateTime(), nullable=False)
-    )
+    created_at: datetime = stamped()
 
 
 class AnalyticsOutbox(SQLModel, table=True):
@@ -209,12 +216,8 @@ class AnalyticsOutbox(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     table_name: str = Field(max_length=64)
     row: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
-    created_at: datetime = Field(
-        default_factory=clock.now, sa_column=Column(UTCDateTime(), nullable=False)
-    )
-    delivered_at: datetime | None = Field(
-        default=None, sa_column=Column(UTCDateTime(), nullable=True)
-    )
+    created_at: datetime = stamped()
+    delivered_at: datetime | None = moment(nullable=True)
     attempts: int = Field(default=0)
     last_error: str | None = Field(default=None)
 
@@ -241,9 +244,7 @@ class LedgerEntry(SQLModel, table=True):
     outcome: Outcome = Field(sa_column=enum_column(Outcome))
     reference: str | None = Field(default=None, max_length=255)
     note: str | None = Field(default=None, max_length=500)
-    created_at: datetime = Field(
-        default_factory=clock.now, sa_column=Column(UTCDateTime(), nullable=False)
-    )
+    created_at: datetime = stamped()
 
 
 class CheckoutSession(SQLModel, table=True):
@@ -262,10 +263,8 @@ class CheckoutSession(SQLModel, table=True):
         default=CheckoutStatus.OPEN, sa_column=enum_column(CheckoutStatus)
     )
     url: str = Field(max_length=2000)
-    created_at: datetime = Field(
-        default_factory=clock.now, sa_column=Column(UTCDateTime(), nullable=False)
-    )
-    paid_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    created_at: datetime = stamped()
+    paid_at: datetime | None = moment(nullable=True)
 
 
 class PaymentCredit(SQLModel, table=True):
@@ -278,9 +277,7 @@ class PaymentCredit(SQLModel, table=True):
     user_id: str = Field(foreign_key="users.id", max_length=32)
     tokens: int = Field(sa_column=Column(BigInteger, nullable=False))
     ledger_entry_id: int | None = Field(default=None, foreign_key="ledger_entries.id")
-    created_at: datetime = Field(
-        default_factory=clock.now, sa_column=Column(UTCDateTime(), nullable=False)
-    )
+    created_at: datetime = stamped()
 
 
 class Task(SQLModel, table=True):
@@ -291,12 +288,8 @@ class Task(SQLModel, table=True):
     owner_id: str = Field(foreign_key="users.id", max_length=32)
     model: str = Field(max_length=32)
     name: str = Field(max_length=120)
-    created_at: datetime = Field(
-        default_factory=clock.now, sa_column=Column(UTCDateTime(), nullable=False)
-    )
-    updated_at: datetime = Field(
-        default_factory=clock.now, sa_column=Column(UTCDateTime(), nullable=False)
-    )
+    created_at: datetime = stamped()
+    updated_at: datetime = stamped()
 
 
 class TaskInput(SQLModel, table=True):
@@ -312,9 +305,7 @@ class TaskInput(SQLModel, table=True):
     filename: str = Field(max_length=255)
     size_bytes: int = Field(sa_column=Column(BigInteger, nullable=False))
     media: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
-    created_at: datetime = Field(
-        default_factory=clock.now, sa_column=Column(UTCDateTime(), nullable=False)
-    )
+    created_at: datetime = stamped()
 
 
 class Run(SQLModel, table=True):
@@ -342,21 +333,11 @@ class Run(SQLModel, table=True):
     error: str | None = Field(default=None, max_length=1000)
     result_key: str | None = Field(default=None, max_length=500)
     result_bytes: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
-    refunded_at: datetime | None = Field(
-        default=None, sa_column=Column(UTCDateTime(), nullable=True)
-    )
-    created_at: datetime = Field(
-        default_factory=clock.now, sa_column=Column(UTCDateTime(), nullable=False)
-    )
-    submitted_at: datetime | None = Field(
-        default=None, sa_column=Column(UTCDateTime(), nullable=True)
-    )
-    finished_at: datetime | None = Field(
-        default=None, sa_column=Column(UTCDateTime(), nullable=True)
-    )
-    updated_at: datetime = Field(
-        default_factory=clock.now, sa_column=Column(UTCDateTime(), nullable=False)
-    )
+    refunded_at: datetime | None = moment(nullable=True)
+    created_at: datetime = stamped()
+    submitted_at: datetime | None = moment(nullable=True)
+    finished_at: datetime | None = moment(nullable=True)
+    updated_at: datetime = stamped()
 
 
 class Lease(SQLModel, table=True):
@@ -366,4 +347,4 @@ class Lease(SQLModel, table=True):
 
     name: str = Field(primary_key=True, max_length=64)
     holder: str = Field(max_length=128)
-    expires_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    expires_at: datetime = moment()

@@ -5,11 +5,8 @@ import reflex as rx
 from vgen_app.api.app import create_api
 from vgen_app.logs import configure_logging
 from vgen_app.ui import routes
-from vgen_app.ui.auth import (
-    ForgotState,
-    LoginState,
-    ResetState,
-    VerifyState,
+from vgen_app.ui.auth import ForgotState, LoginState, ResetState, VerifyState
+from vgen_app.ui.auth_pages import (
     check_email_page,
     forgot_page,
     login_page,
@@ -17,24 +14,20 @@ from vgen_app.ui.auth import (
     signup_page,
     verify_page,
 )
+from vgen_app.ui.dashboard import DashboardState, dashboard_page
 from vgen_app.ui.eventlog import EventLogMiddleware
-from vgen_app.ui.probe import ProbeState  # noqa: F401 - the no-op floor of bench/event_roundtrip.py
-from vgen_app.ui.session import SessionState
-from vgen_app.ui.tasks import (
-    DashboardState,
-    TaskState,
-    dashboard_page,
-    new_task_page,
-    task_page,
-)
-from vgen_app.ui.tokens import (
+from vgen_app.ui.new_task import new_task_page
+from vgen_app.ui.payment import (
     PaymentSuccessState,
     TestCheckoutState,
-    TokensState,
     payment_success_page,
     test_checkout_page,
-    tokens_page,
 )
+from vgen_app.ui.probe import ProbeState  # noqa: F401 - the no-op floor of bench/event_roundtrip.py
+from vgen_app.ui.session import SessionState
+from vgen_app.ui.task import TaskState
+from vgen_app.ui.task_page import task_page
+from vgen_app.ui.tokens import TokensState, tokens_page
 from vgen_app.worker import analytics_shipper, generation_worker, housekeeping
 
 configure_logging()

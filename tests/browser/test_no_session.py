@@ -26,7 +26,7 @@ from sqlmodel import Session, select
 
 from vgen_app.db import make_engine
 from vgen_app.models import CheckoutSession, Task, User
-from vgen_app.services import accounts
+from vgen_app.services import accounts, passwords
 
 pytestmark = pytest.mark.browser
 
@@ -331,9 +331,9 @@ def test_password_reset_elsewhere_ends_a_waiting_page(
     page.goto(waiting)  # not paid: the page waits for the webhook
     expect(page.locator("#payment-waiting")).to_be_visible()
     with _app_db(request, app_server) as db:
-        link = accounts.request_password_reset(db, email).mails[0]
+        link = passwords.request_password_reset(db, email).mails[0]
         token = re.search(r"token=([A-Za-z0-9_\-]+)", link.text).group(1)
-        accounts.reset_password(db, token, "a brand new password")
+        passwords.reset_password(db, token, "a brand new password")
     _expect_login_for(page, app_server.url, waiting)
     expect(page.locator("#payment-waiting")).to_have_count(0)
     shots(page, "payment-wait-after-reset")

@@ -25,7 +25,7 @@ from vgen_app import clock
 from vgen_app.adapters import mail
 from vgen_app.config import get_settings, reset_settings
 from vgen_app.db import session_scope, with_db
-from vgen_app.services import accounts
+from vgen_app.services import accounts, passwords
 
 bcrypt_calls = abuse_helpers.bcrypt_calls
 
@@ -145,13 +145,13 @@ def test_reset_request_answers_alike_for_every_address(
     with session_scope() as db:
         people = _people(db)
     answers, work, later = {}, {}, []
-    real = accounts.reset_link_mails
+    real = passwords.reset_link_mails
 
     def after_the_answer(db: Any, email: str) -> Any:
         later.append((email, state.forgot_done))  # what the page showed when this began
         return real(db, email)
 
-    monkeypatch.setattr(accounts, "reset_link_mails", after_the_answer)
+    monkeypatch.setattr(passwords, "reset_link_mails", after_the_answer)
 
     async def ask(email: str) -> tuple:
         events = await _call(state, "submit", {"email": email})
@@ -170,7 +170,7 @@ def test_reset_request_answers_alike_for_every_address(
         sql_log.clear()
         answers[who], statements = asyncio.run(ask(email))
         work[who] = (list(bcrypt_calls), statements)
-    assert answers["unknown"][1] == accounts.RESET_SENT.format(email="<email>")
+    assert answers["unknown"][1] == passwords.RESET_SENT.format(email="<email>")
     assert all(a == answers["unknown"] for a in answers.values()), answers
     # The same SQL, and no bcrypt, before the answer on every path.
     assert all(w == work["unknown"] for w in work.values()), work
@@ -263,7 +263,7 @@ def test_enumeration_timing_figure(
         "reset request before the fix": (
             51,
             lambda email: _service_ms(
-                accounts.request_password_reset, email, accounts.ClientInfo(ip="10.16.0.4")
+                passwords.request_password_reset, email, accounts.ClientInfo(ip="10.16.0.4")
             ),
         ),
     }

@@ -36,7 +36,7 @@ from vgen_app.adapters import mail
 from vgen_app.adapters.payments import get_payments
 from vgen_app.config import get_settings, reset_settings
 from vgen_app.db import session_scope
-from vgen_app.services import accounts, billing, ledger, sessions, tasks
+from vgen_app.services import accounts, billing, ledger, passwords, sessions, tasks
 
 ATTACKER = "attacker@example.net"
 
@@ -206,8 +206,8 @@ def _revoke(v: Victim) -> None:
             accounts.set_status(db, v.user_id, "blocked")
             accounts.set_status(db, v.user_id, "activated")
         elif v.kind == "password reset":
-            link = token_of(accounts.request_password_reset(db, v.email).mails[0])
-            accounts.reset_password(db, link, "a brand new password")
+            link = token_of(passwords.request_password_reset(db, v.email).mails[0])
+            passwords.reset_password(db, link, "a brand new password")
         elif v.kind == "expired":
             clock.travel(timedelta(days=get_settings().session_ttl_days, seconds=1))
 
@@ -293,7 +293,7 @@ def test_no_handler_serves_or_changes_data_without_a_live_session(
     monkeypatch: pytest.MonkeyPatch,
     figure: Callable[[str], None],
 ) -> None:
-    from vgen_app.ui import tasks as tasks_ui
+    from vgen_app.ui import task as tasks_ui
 
     monkeypatch.setattr(tasks_ui, "WATCH_SECONDS", 0)
     handlers = ui_handlers()
@@ -394,8 +394,8 @@ def test_payment_wait_stops_when_the_session_is_revoked_meanwhile(
 ) -> None:
     """The success page polls for the webhook; a logout elsewhere during the wait ends it on the
     login page instead of polling on and showing the payment to a tab with no session."""
-    from vgen_app.ui import tokens as tokens_ui
-    from vgen_app.ui.tokens import PaymentSuccessState
+    from vgen_app.ui import payment as tokens_ui
+    from vgen_app.ui.payment import PaymentSuccessState
 
     with session_scope() as db:
         user_id = make_user(db, "ann@example.com")
@@ -429,8 +429,8 @@ def test_payment_wait_stops_when_the_session_is_revoked_meanwhile(
 def test_background_task_handlers_send_a_dead_session_to_login(
     database_url: str, monkeypatch: pytest.MonkeyPatch, handler: str
 ) -> None:
-    from vgen_app.ui import tasks as tasks_ui
-    from vgen_app.ui.tasks import TaskState
+    from vgen_app.ui import task as tasks_ui
+    from vgen_app.ui.task import TaskState
 
     monkeypatch.setattr(tasks_ui, "WATCH_SECONDS", 0)
     with session_scope() as db:

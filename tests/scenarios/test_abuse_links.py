@@ -17,7 +17,7 @@ from tests.scenarios.abuse_helpers import ORIGIN, PW, _run, _ticket
 from vgen_app import clock
 from vgen_app.config import get_settings
 from vgen_app.db import session_scope
-from vgen_app.services import accounts
+from vgen_app.services import accounts, passwords
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def test_reset_links_used_voided_or_expired_through_the_page(database_url: str) 
 
     def link(db: Any) -> str:
         clock.travel(timedelta(seconds=get_settings().mail_link_interval_seconds + 1))
-        return token_of(accounts.request_password_reset(db, "ann@example.com").mails[0])
+        return token_of(passwords.request_password_reset(db, "ann@example.com").mails[0])
 
     with session_scope() as db:
         make_user(db, "ann@example.com")
@@ -61,7 +61,7 @@ def test_reset_links_used_voided_or_expired_through_the_page(database_url: str) 
     submit(first, "first new password")
     assert first.reset_status == "done"
     again = page(used)  # the same link, opened again
-    assert again.reset_status == "error" and again.reset_error == accounts.BAD_RESET_LINK
+    assert again.reset_status == "error" and again.reset_error == passwords.BAD_RESET_LINK
 
     with session_scope() as db:
         older = link(db)
@@ -71,7 +71,7 @@ def test_reset_links_used_voided_or_expired_through_the_page(database_url: str) 
     assert open_form.reset_status == "form"
     clock.travel(timedelta(hours=get_settings().link_ttl_hours, seconds=1))
     submit(open_form, "second new password")  # the form stayed open past the link's expiry
-    assert open_form.reset_status == "error" and open_form.reset_error == accounts.BAD_RESET_LINK
+    assert open_form.reset_status == "error" and open_form.reset_error == passwords.BAD_RESET_LINK
     with session_scope() as db:
         assert login_session(db, "ann@example.com", "first new password")
 

@@ -1,6 +1,6 @@
 """Issue H: upload abuse. Each scenario records its figure.
 
-Through the entry point the UI uses (`_spool_and_ingest`, fed like Reflex's chunk iterator) and
+Through the entry point the UI uses (`uploads.spool_and_ingest`, fed like Reflex's chunk iterator) and
 through the real /_upload route: damaged and disguised files, bombs, 0 bytes, path-traversal /
 NUL / huge / unicode names, another user's task, an mp4 whose headers lie about its duration.
 Nothing may land outside the storage root, nothing is stored for a refusal, the spool folder is
@@ -71,12 +71,12 @@ def upload_like_the_ui(
 ) -> str:
     """The UI's path after its session check: spool the stream, probe, store (ingest checks the
     task's owner again). Returns the message the page shows ('' when accepted)."""
-    from vgen_app.ui.tasks import _spool_and_ingest
+    from vgen_app.services.uploads import spool_and_ingest
 
     model = model or ("faceswap" if slot_name == "image" else "lipsync")
     slot = catalog.get(model).get_slot(slot_name)
     assert slot is not None
-    return asyncio.run(_spool_and_ingest(Chunks(filename, data), user_id, task_id, slot))
+    return asyncio.run(spool_and_ingest(Chunks(filename, data), user_id, task_id, slot))
 
 
 def files_under(folder: Path, skip: tuple[str, ...] = ("outbox",)) -> set[Path]:
@@ -315,7 +315,7 @@ class RealUploads:
     def __init__(self, client: TestClient, storage_url: str) -> None:
         from reflex_base.utils import format as rx_format
 
-        from vgen_app.ui.tasks import TaskState
+        from vgen_app.ui.task import TaskState
 
         self.client, self.storage_url = client, storage_url
         self.handler = rx_format.format_event_handler(TaskState.upload_slot)
@@ -324,7 +324,7 @@ class RealUploads:
         import reflex as rx
         from reflex.istate.data import RouterData
 
-        from vgen_app.ui.tasks import TaskState
+        from vgen_app.ui.task import TaskState
         from vgen_app.vgen_app import app as rx_app
 
         router_data = {
@@ -345,7 +345,7 @@ class RealUploads:
     async def _read(self, token: str, slot: str) -> tuple[bool, str]:
         import reflex as rx
 
-        from vgen_app.ui.tasks import TaskState
+        from vgen_app.ui.task import TaskState
         from vgen_app.vgen_app import app as rx_app
 
         async with rx_app.modify_state(rx.BaseStateToken(ident=token, cls=TaskState)) as root:

@@ -12,7 +12,7 @@ from tests.helpers import login_session, make_user, token_of
 from vgen_app import clock
 from vgen_app.db import session_scope
 from vgen_app.models import AnalyticsOutbox, OneTimeLink, User, UserSession
-from vgen_app.services import accounts, sessions
+from vgen_app.services import accounts, passwords, sessions
 from vgen_app.services.accounts import AccountError, ClientInfo, UnverifiedLogin
 
 PW = "correct horse"
@@ -350,9 +350,9 @@ def test_reset_request_answers_the_same_whatever_the_email(db: Session) -> None:
     accounts.set_status(db, blocked, "blocked")
     answers = {}
     for email in ["ann@example.com", "nobody@example.com", "bob@example.com"]:
-        result = accounts.request_password_reset(db, email)
+        result = passwords.request_password_reset(db, email)
         answers[email] = (result.message.replace(email, "<email>"), [m.kind for m in result.mails])
-    assert {a[0] for a in answers.values()} == {accounts.RESET_SENT.format(email="<email>")}
+    assert {a[0] for a in answers.values()} == {passwords.RESET_SENT.format(email="<email>")}
     assert answers["ann@example.com"][1] == ["reset"]
     assert answers["nobody@example.com"][1] == []  # no mail to unknown addresses
     assert answers["bob@example.com"][1] == []  # nor to blocked accounts
@@ -361,7 +361,7 @@ def test_reset_request_answers_the_same_whatever_the_email(db: Session) -> None:
 def test_reset_for_new_account_sends_activation_link_instead(db: Session) -> None:
     accounts.signup(db, "ann@example.com", PW)
     clock.travel(timedelta(minutes=2))
-    result = accounts.request_password_reset(db, "ann@example.com")
+    result = passwords.request_password_reset(db, "ann@example.com")
     assert [m.kind for m in result.mails] == ["activation"]
     assert "/verify?token=" in result.mails[0].text
 
@@ -370,9 +370,9 @@ def test_reset_changes_password_and_revokes_all_sessions(db: Session) -> None:
     make_user(db, "ann@example.com")
     s1 = login_session(db, "ann@example.com")
     s2 = login_session(db, "ann@example.com")
-    (mail,) = accounts.request_password_reset(db, "ann@example.com").mails
+    (mail,) = passwords.request_password_reset(db, "ann@example.com").mails
     assert "http://localhost:3000/reset?token=" in mail.text
-    accounts.reset_password(db, token_of(mail), "brand new secret")
+    passwords.reset_password(db, token_of(mail), "brand new secret")
     assert sessions.validate(db, s1) is None and sessions.validate(db, s2) is None
     with pytest.raises(AccountError):
         accounts.login(db, "ann@example.com", PW)
@@ -381,61 +381,61 @@ def test_reset_changes_password_and_revokes_all_sessions(db: Session) -> None:
 
 def test_reset_link_is_single_use(db: Session) -> None:
     make_user(db, "ann@example.com")
-    token = token_of(accounts.request_password_reset(db, "ann@example.com").mails[0])
-    accounts.reset_password(db, token, "brand new secret")
-    assert not accounts.check_reset_token(db, token)
+    token = token_of(passwords.request_password_reset(db, "ann@example.com").mails[0])
+    passwords.reset_password(db, token, "brand new secret")
+    assert not passwords.check_reset_token(db, token)
     with pytest.raises(AccountError) as err:
-        accounts.reset_password(db, token, "another secret")
+        passwords.reset_password(db, token, "another secret")
     assert err.value.code == "bad_link"
     assert login_session(db, "ann@example.com", "brand new secret")
 
 
 def test_reset_link_expires_after_24_hours(db: Session) -> None:
     make_user(db, "ann@example.com")
-    token = token_of(accounts.request_password_reset(db, "ann@example.com").mails[0])
+    token = token_of(passwords.request_password_reset(db, "ann@example.com").mails[0])
     clock.travel(timedelta(hours=23, minutes=59))
-    assert accounts.check_reset_token(db, token)
+    assert passwords.check_reset_token(db, token)
     clock.travel(timedelta(minutes=1, seconds=1))
-    assert not accounts.check_reset_token(db, token)
+    assert not passwords.check_reset_token(db, token)
     with pytest.raises(AccountError):
-        accounts.reset_password(db, token, "brand new secret")
+        passwords.reset_password(db, token, "brand new secret")
 
 
 def test_newer_reset_link_voids_older_ones(db: Session) -> None:
     make_user(db, "ann@example.com")
-    old = token_of(accounts.request_password_reset(db, "ann@example.com").mails[0])
+    old = token_of(passwords.request_password_reset(db, "ann@example.com").mails[0])
     clock.travel(timedelta(minutes=1, seconds=1))
-    new = token_of(accounts.request_password_reset(db, "ann@example.com").mails[0])
-    assert not accounts.check_reset_token(db, old)
+    new = token_of(passwords.request_password_reset(db, "ann@example.com").mails[0])
+    assert not passwords.check_reset_token(db, old)
     with pytest.raises(AccountError):
-        accounts.reset_password(db, old, "brand new secret")
-    accounts.reset_password(db, new, "brand new secret")
+        passwords.reset_password(db, old, "brand new secret")
+    passwords.reset_password(db, new, "brand new secret")
 
 
 def test_reset_mail_is_sent_at_most_once_a_minute(db: Session) -> None:
     make_user(db, "ann@example.com")
-    first = accounts.request_password_reset(db, "ann@example.com")
-    second = accounts.request_password_reset(db, "ann@example.com")
+    first = passwords.request_password_reset(db, "ann@example.com")
+    second = passwords.request_password_reset(db, "ann@example.com")
     assert len(first.mails) == 1 and second.mails == []
     assert second.message == first.message
-    assert accounts.check_reset_token(db, token_of(first.mails[0]))  # not voided by the flood
+    assert passwords.check_reset_token(db, token_of(first.mails[0]))  # not voided by the flood
 
 
 def test_reset_rejects_weak_password_without_spending_the_link(db: Session) -> None:
     make_user(db, "ann@example.com")
-    token = token_of(accounts.request_password_reset(db, "ann@example.com").mails[0])
+    token = token_of(passwords.request_password_reset(db, "ann@example.com").mails[0])
     with pytest.raises(AccountError) as err:
-        accounts.reset_password(db, token, "short")
+        passwords.reset_password(db, token, "short")
     assert err.value.code == "weak_password"
-    assert accounts.check_reset_token(db, token)
+    assert passwords.check_reset_token(db, token)
 
 
 def test_reset_requests_rate_limited_per_ip(db: Session) -> None:
     client = ClientInfo(ip="198.51.100.5")
     for i in range(30):
-        accounts.request_password_reset(db, f"x{i}@example.com", client)
+        passwords.request_password_reset(db, f"x{i}@example.com", client)
     with pytest.raises(AccountError) as err:
-        accounts.request_password_reset(db, "y@example.com", client)
+        passwords.request_password_reset(db, "y@example.com", client)
     assert err.value.code == "rate_limited"
 
 

@@ -16,7 +16,8 @@ from tests.helpers import login_session, make_user, ui_state
 from vgen_app.db import get_engine
 from vgen_app.models import Run, RunStatus
 from vgen_app.services import tasks
-from vgen_app.ui import tasks as task_ui
+from vgen_app.ui import dashboard as dashboard_ui
+from vgen_app.ui import task as task_ui
 
 
 @contextmanager
@@ -141,7 +142,7 @@ def test_task_page_refresh_is_one_database_call_and_sends_only_the_newest_runs(
 
     assert calls == ["task_view"]
     assert len(state.run_rows) == task_ui.RUNS_SHOWN
-    assert state.run_rows[0]["attempt"] == str(task_ui.RUNS_SHOWN + 15)
+    assert state.run_rows[0].attempt == task_ui.RUNS_SHOWN + 15
     assert state.runs_total == task_ui.RUNS_SHOWN + 15 and state.in_flight
 
 
@@ -274,10 +275,10 @@ def test_dashboard_event_is_one_database_call(db: Session, monkeypatch: pytest.M
 
     monkeypatch.setattr(session_ui, "run_db", counting)
     monkeypatch.setattr(task_ui, "run_db", counting)
-    state = ui_state(task_ui.DashboardState, "/", cookie=cookie)
+    state = ui_state(dashboard_ui.DashboardState, "/", cookie=cookie)
     assert asyncio.run(state.on_load()) is None
     assert calls == ["_check_then_read"]
-    assert state.authenticated and [r["name"] for r in state.task_rows] == ["clip"]
+    assert state.authenticated and [r.name for r in state.task_rows] == ["clip"]
 
     with pytest.raises(TypeError):  # a service that may write never rides on the read-only path
         asyncio.run(state.current_user_and(tasks.create_task, "lipsync"))

@@ -183,13 +183,13 @@ class FakeChunks:
 def test_streamed_upload_over_the_limit_stops_early(
     db: Session, local_storage: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from vgen_app.ui.tasks import _spool_and_ingest
+    from vgen_app.services.uploads import spool_and_ingest
 
     ann = make_user(db, "ann@example.com")
     task = tasks.create_task(db, ann, "lipsync")
     slot = catalog.get("lipsync").get_slot("video").model_copy(update={"max_mb": 1})
     chunks = FakeChunks("big.mp4", chunks=1000, size=64 * 1024)  # would be 64 MB
-    error = asyncio.run(_spool_and_ingest(chunks, ann, task.id, slot))
+    error = asyncio.run(spool_and_ingest(chunks, ann, task.id, slot))
     assert error == "The file is larger than 1 MB."
     assert chunks.consumed == 17  # stopped right after crossing 1 MB, not after 64 MB
     assert not list(get_settings().upload_tmp_dir.glob("*"))

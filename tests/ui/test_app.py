@@ -19,7 +19,7 @@ from tests.helpers import TOKEN_RE, login_session, make_user, token_of, ui_state
 from vgen_app.config import reset_settings
 from vgen_app.db import session_scope, with_db
 from vgen_app.models import AnalyticsOutbox, User
-from vgen_app.services import accounts, sessions
+from vgen_app.services import accounts, passwords, sessions
 
 ORIGIN = "http://localhost:3000"
 PW = "correct horse"
@@ -294,7 +294,7 @@ def test_verify_and_reset_pages(database_url: str) -> None:
     assert again.verify_status == "error" and "already used" in again.verify_message
 
     with session_scope() as db:
-        reset_token = token_of(accounts.request_password_reset(db, "ann@example.com").mails[0])
+        reset_token = token_of(passwords.request_password_reset(db, "ann@example.com").mails[0])
     reset = ui_state(ResetState, f"/reset?token={reset_token}")
     asyncio.run(_collect(reset.on_load()))
     assert reset.reset_status == "form"

@@ -110,6 +110,12 @@ def send_all(mails: list[Mail], mailer: Mailer | None = None) -> int:
 _background: set[asyncio.Task[int]] = set()
 
 
+def track(task: asyncio.Task[int]) -> None:
+    """Count a task that sends mails among those being sent: `drain()` waits for it too."""
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
 def send_in_background(mails: list[Mail]) -> None:
     """Send off the event loop without making the user wait for the provider."""
     if not mails:

@@ -26,7 +26,7 @@ import json
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
@@ -53,6 +53,7 @@ from vgen_app.models import ID_PATTERN, Outcome
 from vgen_app.services import accounts, admin
 from vgen_app.services.security import constant_time_equals
 
+T = TypeVar("T")
 log = logging.getLogger("vgen.admin")
 
 MAX_BODY_BYTES = 64 * 1024
@@ -229,6 +230,17 @@ def _audit(request: Request, what: str, **fields: object) -> None:
     request.state.audit = admin.audit(what, **fields)
 
 
+async def _on_user(
+    request: Request, action: str, what: dict[str, Any], change: Callable[..., T], *args: Any
+) -> T:
+    """An admin change to the user `what["userID"]`: an unknown user is audited and answers 404."""
+    try:
+        return await run_db(change, what["userID"], *args)
+    except admin.UserNotFound:
+        _audit(request, action, **what, outcome="not_found")
+        raise HTTPException(404, NO_SUCH_USER) from None
+
+
 router = APIRouter(
     route_class=AdminRoute,
     dependencies=[Depends(require_admin)],
@@ -248,10 +260,7 @@ router = APIRouter(
 async def put_user(body: StatusRequest, request: Request) -> StatusResponse:
     what = {"userID": body.userID, "status": body.status}
     try:
-        change = await run_db(admin.set_status, body.userID, body.status)
-    except admin.UserNotFound:
-        _audit(request, "set_status", **what, outcome="not_found")
-        raise HTTPException(404, NO_SUCH_USER) from None
+        change = await _on_user(request, "set_status", what, admin.set_status, body.status)
     except accounts.AccountError as exc:
         _audit(request, "set_status", **what, outcome=exc.code)
         raise
@@ -280,11 +289,7 @@ async def put_user(body: StatusRequest, request: Request) -> StatusResponse:
 )
 async def put_balance(body: BalanceRequest, request: Request) -> Any:
     what = {"userID": body.userID, "diff": body.diff}
-    try:
-        change = await run_db(admin.change_balance, body.userID, body.diff)
-    except admin.UserNotFound:
-        _audit(request, "change_balance", **what, outcome="not_found")
-        raise HTTPException(404, NO_SUCH_USER) from None
+    change = await _on_user(request, "change_balance", what, admin.change_balance, body.diff)
     _audit(
         request,
         "change_balance",

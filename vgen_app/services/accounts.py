@@ -1,4 +1,4 @@
-"""Accounts (SPEC §1): sign-up, activation, login, password reset, status changes.
+"""Accounts (SPEC §1): sign-up, activation, login, status changes (password reset: passwords.py).
 
 Functions take a database session and plain values, commit their own transaction, and return the
 mails to send after the commit (the caller sends them off the event loop). bcrypt never runs while
@@ -21,11 +21,8 @@ from vgen_app.models import LinkPurpose, User, UserStatus
 from vgen_app.services import emails, links, outbox, ratelimit, sessions
 from vgen_app.services.emails import Mail
 from vgen_app.services.errors import AccountError
-from vgen_app.services.security import (
-    burn_password_check,
-    hash_password,
-    verify_password,
-)
+from vgen_app.services.security import burn_password_check, hash_password, verify_password
+from vgen_app.services.throttle import link_mails, refuse_beyond_limit
 
 PASSWORD_MIN = 8
 PASSWORD_MAX = 128
@@ -34,7 +31,7 @@ WRONG_CREDENTIALS = "Wrong e-mail or password."
 CHECK_INBOX = (
     "Check your inbox: if {email} can sign up, we have sent it a link to activate the account."
 )
-RESET_SENT = "If an account exists for {email}, we have sent it a link to reset the password."
+BLOCKED = "This account is blocked. Contact support."
 
 
 @dataclass
@@ -79,23 +76,14 @@ def check_password(password: str) -> None:
         raise AccountError("long_password", f"Use at most {PASSWORD_MAX} characters.")
 
 
-def _minutes(delta: timedelta) -> str:
-    mins = max(1, int(delta.total_seconds() + 59) // 60)
-    return "1 minute" if mins == 1 else f"{mins} minutes"
-
-
 # --- links ------------------------------------------------------------------------------------
 
 
-def _activation_mail(db: Session, user: User) -> list[Mail]:
-    if links.sent_recently(db, user.id, LinkPurpose.ACTIVATION):
-        return []
-    ttl = timedelta(hours=get_settings().link_ttl_hours)
-    token = links.issue(db, user, LinkPurpose.ACTIVATION, ttl)
-    return [emails.activation_mail(user.email, token)]
+def activation_mails(db: Session, user: User) -> list[Mail]:
+    return link_mails(db, user, LinkPurpose.ACTIVATION, emails.activation_mail)
 
 
-def _user_by_email(db: Session, email: str) -> User | None:
+def user_by_email(db: Session, email: str) -> User | None:
     return db.exec(select(User).where(User.email == email)).first()
 
 
@@ -120,17 +108,21 @@ def signup(
     check_password(password)
     # Recorded first, counted after (see ratelimit.reserve): concurrent sign-ups cannot overshoot.
     attempt = ratelimit.reserve(db, ratelimit.SIGNUP, email=email, ip=client.ip)
-    if client.ip and ratelimit.count(db, ratelimit.SIGNUP, timedelta(hours=1), ip=client.ip) > (
-        settings.signups_per_ip_per_hour
-    ):
-        ratelimit.release(db, attempt)
-        db.commit()
-        raise AccountError("rate_limited", "Too many sign-ups from your network. Try again later.")
+    if client.ip:
+        refuse_beyond_limit(
+            db,
+            attempt,
+            ratelimit.SIGNUP,
+            timedelta(hours=1),
+            settings.signups_per_ip_per_hour,
+            "Too many sign-ups from your network. Try again later.",
+            ip=client.ip,
+        )
     end_read(db)
 
     password_hash = hash_password(password)  # outside any transaction
 
-    existing = _user_by_email(db, email)
+    existing = user_by_email(db, email)
     message = CHECK_INBOX.format(email=email)
     if existing is not None:
         mails = _mail_for_existing(db, existing)
@@ -143,11 +135,11 @@ def signup(
         db.flush()
     except IntegrityError:  # the same address signed up concurrently
         db.rollback()
-        existing = _user_by_email(db, email)
+        existing = user_by_email(db, email)
         mails = _mail_for_existing(db, existing) if existing else []
         db.commit()
         return Result(message=message, mails=mails)
-    mails = _activation_mail(db, user)
+    mails = activation_mails(db, user)
     _record_session_event(db, "signup", user, client, utm=user.signup_utm)
     db.commit()
     return Result(message=message, mails=mails, user_id=user.id)
@@ -155,7 +147,7 @@ def signup(
 
 def _mail_for_existing(db: Session, user: User) -> list[Mail]:
     if user.status == UserStatus.NEW:
-        return _activation_mail(db, user)
+        return activation_mails(db, user)
     if user.status == UserStatus.ACTIVATED:
         # Throttled like the link mails: sign-ups with a taken address must not flood its inbox.
         interval = timedelta(seconds=get_settings().mail_link_interval_seconds)
@@ -189,7 +181,7 @@ def activate(db: Session, token: str) -> Result:
     assert user is not None
     if user.status == UserStatus.BLOCKED:
         db.rollback()
-        raise AccountError("blocked", "This account is blocked. Contact support.")
+        raise AccountError("blocked", BLOCKED)
     db.exec(
         update(User)
         .where(col(User.id) == user.id, col(User.status) == UserStatus.NEW)
@@ -219,28 +211,26 @@ def login(db: Session, email: str, password: str, client: ClientInfo | None = No
     # The attempt is recorded as a failure first and counted after (see ratelimit.reserve): of any
     # number of concurrent attempts, at most the configured count get a password check.
     attempt = ratelimit.reserve(db, ratelimit.LOGIN_FAILURE, email=email, ip=client.ip)
-    if ratelimit.count(db, ratelimit.LOGIN_FAILURE, window, email=email) > (
-        settings.login_max_failures_per_email
-    ):
-        wait = ratelimit.retry_after(db, ratelimit.LOGIN_FAILURE, window, email=email)
-        ratelimit.release(db, attempt)
-        db.commit()
-        raise AccountError(
-            "rate_limited",
-            f"Too many failed attempts for this e-mail. Try again in {_minutes(wait)}, "
-            "or reset your password.",
+    refuse_beyond_limit(
+        db,
+        attempt,
+        ratelimit.LOGIN_FAILURE,
+        window,
+        settings.login_max_failures_per_email,
+        "Too many failed attempts for this e-mail. Try again in {wait}, or reset your password.",
+        email=email,
+    )
+    if client.ip:
+        refuse_beyond_limit(
+            db,
+            attempt,
+            ratelimit.LOGIN_FAILURE,
+            window,
+            settings.login_max_failures_per_ip,
+            "Too many failed attempts from your network. Try again in {wait}.",
+            ip=client.ip,
         )
-    if client.ip and ratelimit.count(db, ratelimit.LOGIN_FAILURE, window, ip=client.ip) > (
-        settings.login_max_failures_per_ip
-    ):
-        wait = ratelimit.retry_after(db, ratelimit.LOGIN_FAILURE, window, ip=client.ip)
-        ratelimit.release(db, attempt)
-        db.commit()
-        raise AccountError(
-            "rate_limited",
-            f"Too many failed attempts from your network. Try again in {_minutes(wait)}.",
-        )
-    user = _user_by_email(db, email)
+    user = user_by_email(db, email)
     end_read(db)  # no transaction (and no SQLite write lock) while bcrypt runs
 
     if user is None:
@@ -262,7 +252,7 @@ def login(db: Session, email: str, password: str, client: ClientInfo | None = No
             "blocked", "This account is blocked. Contact support if you think this is a mistake."
         )
     if user.status == UserStatus.NEW:
-        mails = _activation_mail(db, user)
+        mails = activation_mails(db, user)
         db.commit()
         raise UnverifiedLogin(mails)
 
@@ -333,88 +323,6 @@ def redeem_login_ticket(
     _record_session_event(db, "login", user, client)
     db.commit()
     return token, user
-
-
-# --- password reset -------------------------------------------------------------------------------
-
-
-def request_password_reset(db: Session, email: str, client: ClientInfo | None = None) -> Result:
-    """Same answer whatever the address; mail only to accounts that may reset."""
-    email = admit_reset_request(db, email, client)
-    return Result(message=RESET_SENT.format(email=email), mails=reset_link_mails(db, email))
-
-
-def admit_reset_request(db: Session, email: str, client: ClientInfo | None = None) -> str:
-    """The part of a reset request that is the same for every address (syntax, the per-IP limit):
-    the page answers after this alone. Returns the normalized address."""
-    client = client or ClientInfo()
-    email = normalize_email(email)
-    attempt = ratelimit.reserve(db, ratelimit.LINK_REQUEST, email=email, ip=client.ip)
-    if (
-        client.ip
-        and ratelimit.count(db, ratelimit.LINK_REQUEST, timedelta(hours=1), ip=client.ip)
-        > get_settings().link_requests_per_ip_per_hour
-    ):
-        ratelimit.release(db, attempt)
-        db.commit()
-        raise AccountError("rate_limited", "Too many requests from your network. Try again later.")
-    end_read(db)
-    return email
-
-
-def reset_link_mails(db: Session, email: str) -> list[Mail]:
-    """The part that depends on the account: a reset link for an activated one, the activation
-    link for a `new` one, nothing otherwise. Its time tells whether the address has an account,
-    so the page runs it after answering."""
-    user = _user_by_email(db, email)
-    mails: list[Mail] = []
-    if user is not None and user.status == UserStatus.NEW:
-        mails = _activation_mail(db, user)
-    elif (
-        user is not None
-        and user.status == UserStatus.ACTIVATED
-        and not links.sent_recently(db, user.id, LinkPurpose.RESET)
-    ):
-        links.void(db, user.id, LinkPurpose.RESET)  # a newer link voids the older ones
-        ttl = timedelta(hours=get_settings().link_ttl_hours)
-        token = links.issue(db, user, LinkPurpose.RESET, ttl)
-        mails = [emails.reset_mail(user.email, token)]
-    db.commit()
-    return mails
-
-
-def check_reset_token(db: Session, token: str) -> bool:
-    """Whether a reset link can still be used (to show the form or a clear error)."""
-    ok = links.find_valid(db, token, LinkPurpose.RESET) is not None
-    end_read(db)
-    return ok
-
-
-BAD_RESET_LINK = "This reset link is invalid, expired or already used. Ask for a new one."
-
-
-def reset_password(db: Session, token: str, new_password: str) -> Result:
-    check_password(new_password)
-    if links.find_valid(db, token, LinkPurpose.RESET) is None:
-        db.rollback()
-        raise AccountError("bad_link", BAD_RESET_LINK)
-    end_read(db)
-    password_hash = hash_password(new_password)  # outside any transaction
-
-    link = links.consume(db, token, LinkPurpose.RESET)
-    if link is None:  # used concurrently meanwhile
-        db.rollback()
-        raise AccountError("bad_link", BAD_RESET_LINK)
-    user = db.get(User, link.user_id)
-    if user is None or user.status == UserStatus.BLOCKED:
-        db.rollback()
-        raise AccountError("blocked", "This account is blocked. Contact support.")
-    db.exec(update(User).where(col(User.id) == user.id).values(password_hash=password_hash))
-    links.void(db, user.id, LinkPurpose.RESET)
-    sessions.revoke_all(db, user.id)
-    ratelimit.clear(db, ratelimit.LOGIN_FAILURE, email=user.email)
-    db.commit()
-    return Result(message="Your password is changed. Log in with the new one.", user_id=user.id)
 
 
 # --- status (admin) -------------------------------------------------------------------------------

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import html
+import tomllib
+from pathlib import Path
 
 from vgen_app.adapters.mail import Mail
 from vgen_app.config import get_settings
+
+LINK_MAILS: dict[str, dict[str, str]] = tomllib.loads(
+    (Path(__file__).resolve().parents[1] / "mails.toml").read_text(encoding="utf-8")
+)
 
 
 def _html(title: str, intro: str, button: str | None, link: str | None, outro: str) -> str:
@@ -26,47 +32,24 @@ def _html(title: str, intro: str, button: str | None, link: str | None, outro: s
     )
 
 
-def _link_mail(
-    to: str, kind: str, subject: str, title: str, intro: str, action: str, button: str, link: str,
-    outro: str,
-) -> Mail:  # fmt: skip
-    """A mail whose point is one link: `action` introduces it in the text, `button` in the HTML."""
+def _link_mail(to: str, kind: str, link: str) -> Mail:
+    """A mail whose point is one link, in the words `mails.toml` has for `kind`."""
+    words = LINK_MAILS[kind]
     return Mail(
         to=to,
-        subject=subject,
-        text=f"{intro}\n\n{action}:\n{link}\n\n{outro}\n\n— vgen\n",
-        html=_html(title, intro, button, link, outro),
+        subject=words["subject"],
+        text=f"{words['intro']}\n\n{words['action']}:\n{link}\n\n{words['outro']}\n\n— vgen\n",
+        html=_html(words["title"], words["intro"], words["button"], link, words["outro"]),
         kind=kind,
     )
 
 
 def activation_mail(to: str, token: str) -> Mail:
-    return _link_mail(
-        to,
-        "activation",
-        "Activate your vgen account",
-        "Activate your account",
-        "Welcome to vgen! Confirm your e-mail address to activate your account.",
-        "Activate your account",
-        "Activate my account",
-        get_settings().link(f"/verify?token={token}"),
-        "The link works for 24 hours and only once. If you did not sign up, ignore this e-mail.",
-    )
+    return _link_mail(to, "activation", get_settings().link(f"/verify?token={token}"))
 
 
 def reset_mail(to: str, token: str) -> Mail:
-    return _link_mail(
-        to,
-        "reset",
-        "Reset your vgen password",
-        "Reset your password",
-        "Someone (hopefully you) asked to reset the password of your vgen account.",
-        "Choose a new password",
-        "Choose a new password",
-        get_settings().link(f"/reset?token={token}"),
-        "The link works for 24 hours and only once; a newer link replaces it. "
-        "If you did not ask for it, ignore this e-mail: your password stays as it is.",
-    )
+    return _link_mail(to, "reset", get_settings().link(f"/reset?token={token}"))
 
 
 def already_registered_mail(to: str) -> Mail:

@@ -9,6 +9,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import update
 from sqlmodel import Session, col, select
@@ -24,11 +25,15 @@ from vgen_app.services.runs import fail_run, succeed_run
 
 log = logging.getLogger("vgen.runs")
 
+# A run the generation service refuses this many times fails (and is refunded).
 MAX_SUBMIT_ATTEMPTS = 5
 
 
 @dataclass
 class StepReport:
+    """What one worker step did, counted: the worker logs it when anything happened, the tests
+    read it."""
+
     submitted: int = 0
     polled: int = 0
     succeeded: int = 0
@@ -40,6 +45,13 @@ def _timed_out(run: Run) -> bool:
     return clock.now() - started > timedelta(seconds=get_settings().run_timeout_seconds)
 
 
+def _oldest(db: Session, status: RunStatus, since: Any, limit: int) -> list[Run]:
+    """The runs in `status`, longest waiting first (by the `since` column); the read ends."""
+    rows = list(db.exec(select(Run).where(Run.status == status).order_by(col(since)).limit(limit)))
+    end_read(db)
+    return rows
+
+
 def submit_queued(
     db: Session,
     provider: gen.GenerationProvider,
@@ -47,15 +59,9 @@ def submit_queued(
     report: StepReport,
     limit: int = 10,
 ) -> None:
-    queued = list(
-        db.exec(
-            select(Run)
-            .where(Run.status == RunStatus.QUEUED)
-            .order_by(col(Run.created_at))
-            .limit(limit)
-        )
-    )
-    end_read(db)
+    """Hand the oldest queued runs to the generation service; fail the ones it never accepts
+    (timed out, or refused MAX_SUBMIT_ATTEMPTS times), with their refund."""
+    queued = _oldest(db, RunStatus.QUEUED, Run.created_at, limit)
     for run in queued:
         if _timed_out(run):
             report.failed += fail_run(
@@ -131,15 +137,8 @@ def poll_in_flight(
     report: StepReport,
     limit: int = 50,
 ) -> None:
-    running = list(
-        db.exec(
-            select(Run)
-            .where(Run.status == RunStatus.PROCESSING)
-            .order_by(col(Run.submitted_at))
-            .limit(limit)
-        )
-    )
-    end_read(db)
+    """Ask the service about each run in flight: progress, the result kept, or the failure."""
+    running = _oldest(db, RunStatus.PROCESSING, Run.submitted_at, limit)
     for run in running:
         report.polled += 1
         try:

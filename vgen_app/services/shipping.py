@@ -28,6 +28,8 @@ MAX_ROW_ATTEMPTS = 5
 
 @dataclass
 class ShipReport:
+    """What one shipping pass did: rows sent, rows the warehouse refused, batches, errors."""
+
     sent: int = 0
     rejected: int = 0
     batches: int = 0

@@ -221,15 +221,26 @@ def extension_of(filename: str) -> str:
     return Path(filename or "").suffix.lower().lstrip(".")
 
 
-def check_media(slot: Slot, filename: str, size: int, info: MediaInfo) -> None:
-    """The slot's rules: kind, format, size and duration. Messages say what is wrong and what fits."""
-    accepted = ", ".join(slot.formats)
-    if size <= 0:
-        raise TaskError("empty", "The file is empty.")
+def check_size(slot: Slot, size: int) -> None:
+    """The slot's size limit: checked while a file streams in and again once it is whole."""
     if size > slot.max_bytes:
         raise TaskError("too_big", f"The file is larger than {slot.max_mb} MB.")
+
+
+def check_file(slot: Slot, filename: str, size: int) -> None:
+    """The slot's rules a file must meet before it is probed: not empty, size, format."""
+    if size <= 0:
+        raise TaskError("empty", "The file is empty.")
+    check_size(slot, size)
     if extension_of(filename) not in slot.formats:
-        raise TaskError("format", f"{slot.label}: use one of these formats: {accepted}.")
+        raise TaskError(
+            "format", f"{slot.label}: use one of these formats: {', '.join(slot.formats)}."
+        )
+
+
+def check_media(slot: Slot, info: MediaInfo) -> None:
+    """The slot's rules on the probed media: kind and duration. Messages say what is wrong and
+    what fits."""
     if info.kind != slot.kind:
         raise TaskError("kind", f"{slot.label} must be {_article(slot.kind)}, not {info.kind}.")
     if slot.max_seconds and info.duration_s and info.duration_s > slot.max_seconds + 0.5:

@@ -3,12 +3,18 @@ store it, record it — or refuse it with a clear message and leave nothing behi
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import unicodedata
+import uuid
+from collections.abc import AsyncIterable
 from pathlib import Path
+from typing import Protocol
 
 from vgen_app.adapters import media
 from vgen_app.adapters.storage import get_storage
+from vgen_app.catalog import Slot
+from vgen_app.config import get_settings
 from vgen_app.db import with_db
 from vgen_app.models import TaskInput, is_id
 from vgen_app.services import tasks
@@ -51,19 +57,12 @@ def ingest(
         if not is_id(task_id):
             raise tasks.NotFound()
         _task, slot = with_db(tasks.upload_target, owner_id, task_id, slot_name)
-        if size <= 0 or spooled.stat().st_size <= 0:
-            raise TaskError("empty", "The file is empty.")
-        if size > slot.max_bytes:
-            raise TaskError("too_big", f"The file is larger than {slot.max_mb} MB.")
-        if tasks.extension_of(filename) not in slot.formats:
-            raise TaskError(
-                "format", f"{slot.label}: use one of these formats: {', '.join(slot.formats)}."
-            )
+        tasks.check_file(slot, filename, size if spooled.stat().st_size > 0 else 0)
         try:
             info = media.probe(spooled)
         except media.MediaError as exc:
             raise tasks.media_error(exc) from exc
-        tasks.check_media(slot, filename, size, info)
+        tasks.check_media(slot, info)
         key = tasks.storage_key(task_id, slot.name, filename)
         storage.put_file(key, spooled)
         row, old_key = with_db(
@@ -83,3 +82,43 @@ def ingest(
             except Exception:  # noqa: BLE001
                 log.warning("could not delete unrecorded upload %s", key)
         spooled.unlink(missing_ok=True)
+
+
+class Chunk(Protocol):
+    """A piece of an uploaded file as the web layer streams it (Reflex's `UploadChunk`)."""
+
+    filename: str
+    data: bytes
+
+
+async def spool_and_ingest(
+    chunks: AsyncIterable[Chunk], user_id: str, task_id: str, slot: Slot
+) -> str:
+    """Write a streamed upload to a spool file (off the event loop; never whole in memory; the
+    size limit enforced while it streams), then `ingest` it. '' if accepted, else the message."""
+    spool_dir = get_settings().upload_tmp_dir
+    await asyncio.to_thread(spool_dir.mkdir, parents=True, exist_ok=True)
+    spooled = spool_dir / f"{uuid.uuid4().hex}.part"
+    handle = await asyncio.to_thread(open, spooled, "wb")
+    size, filename, error = 0, "", ""
+    try:
+        async for chunk in chunks:
+            if filename and chunk.filename != filename:
+                error = "Upload one file at a time."
+                break
+            filename = chunk.filename
+            size += len(chunk.data)
+            tasks.check_size(slot, size)
+            await asyncio.to_thread(handle.write, chunk.data)
+    except TaskError as exc:
+        error = exc.message
+    finally:
+        await asyncio.to_thread(handle.close)
+    if error or not filename:
+        await asyncio.to_thread(spooled.unlink, True)
+        return error or "No file was received."
+    try:
+        await asyncio.to_thread(ingest, user_id, task_id, slot.name, filename, spooled, size)
+    except TaskError as exc:
+        return exc.message
+    return ""

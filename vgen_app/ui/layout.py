@@ -49,10 +49,14 @@ def auth_card(title: str, *children: rx.Component, subtitle: str | None = None) 
     )
 
 
-def error_callout(message: rx.Var) -> rx.Component:
+def error_callout(message: rx.Var, *after: rx.Component, **props) -> rx.Component:
+    """A red alert while `message` is set; `after` follows the message (e.g. a link)."""
+    text = rx.hstack(rx.text(message), *after, spacing="2") if after else message
     return rx.cond(
         message != "",
-        rx.callout(message, icon="triangle_alert", color_scheme="red", role="alert", width="100%"),
+        rx.callout(
+            text, icon="triangle_alert", color_scheme="red", role="alert", width="100%", **props
+        ),
     )
 
 
@@ -60,6 +64,22 @@ def info_callout(message: rx.Var) -> rx.Component:
     return rx.cond(
         message != "",
         rx.callout(message, icon="info", color_scheme="blue", role="status", width="100%"),
+    )
+
+
+def notice_card(*children: rx.Component, padding: str = "24px", **props) -> rx.Component:
+    """A full-width card with its content centred: empty states, "not found", outcomes."""
+    return rx.card(
+        rx.vstack(*children, align="center", spacing="3", padding=padding), width="100%", **props
+    )
+
+
+def page_card(*children: rx.Component, max_width: str) -> rx.Component:
+    """One card in the middle of the page (the payment pages)."""
+    return rx.center(
+        rx.card(*children, padding="28px", width="100%", max_width=max_width),
+        width="100%",
+        padding_top="40px",
     )
 
 

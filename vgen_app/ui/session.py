@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 import reflex as rx
+from reflex.istate.proxy import StateProxy
 from sqlmodel import Session
 
 from vgen_app.db import read_only, run_db
@@ -48,6 +51,10 @@ class _SessionGuard:
         self._set_user(user)
         return user, result
 
+    async def refresh_user(self: SessionState) -> None:
+        """Re-read the header's balance (after a debit, a refund or a credit)."""
+        await self.current_user()
+
     def _set_user(self: SessionState, user: SessionUser | None) -> None:
         if user is None:
             self.user_email, self.balance, self.authenticated = "", 0, False
@@ -61,6 +68,48 @@ class _SessionGuard:
 def _check_then_read(db: Session, token: str, read: Callable[..., T], *args: Any) -> tuple:
     user = sessions.validate(db, token)
     return user, (read(db, user.user_id, *args) if user is not None else None)
+
+
+async def _refused(state: Any) -> rx.event.EventSpec | None:
+    """The session check of `signed_in`: None for a live session (its user id is then in
+    `state._user_id`), else the redirect to the login page. A background handler's state is a
+    proxy: the check takes its lock."""
+    if isinstance(state, StateProxy) and not state._is_mutable():
+        async with state:
+            return await _refused(state)
+    if await state.current_user() is None:
+        return state._login_redirect()
+    return None
+
+
+def signed_in(handler: Callable[..., Any]) -> Callable[..., Any]:
+    """The session guard for every UI event handler that reads or changes a user's data.
+
+    Before the body runs, the session is checked on the server (the HttpOnly cookie from the
+    socket's handshake, then the database); without a live one the tab goes to the login page
+    and the body never runs. The body finds the checked user's id in `self._user_id`. Put it
+    under `@rx.event` (`@rx.event(background=True)` too): the signature is kept for Reflex."""
+    if inspect.isasyncgenfunction(handler):
+
+        @functools.wraps(handler)
+        async def stream(self: Any, *args: Any, **kwargs: Any):
+            if (to_login := await _refused(self)) is not None:
+                yield to_login
+                return
+            async for update in handler(self, *args, **kwargs):
+                yield update
+
+        return stream
+    if not inspect.iscoroutinefunction(handler):
+        raise TypeError(f"{handler.__name__}: the guard wraps async handlers")
+
+    @functools.wraps(handler)
+    async def call(self: Any, *args: Any, **kwargs: Any):
+        if (to_login := await _refused(self)) is not None:
+            return to_login
+        return await handler(self, *args, **kwargs)
+
+    return call
 
 
 class SessionState(_SessionGuard, rx.State):
@@ -83,10 +132,9 @@ class SessionState(_SessionGuard, rx.State):
         return rx.redirect(f"{routes.LOGIN}?next={quote(target, safe='')}")
 
     @rx.event
+    @signed_in
     async def require_login(self):
-        """`on_load` of every protected page."""
-        if await self.current_user() is None:
-            return self._login_redirect()
+        """`on_load` of the protected pages with nothing else to load."""
 
     @rx.event
     async def redirect_if_logged_in(self):

@@ -1,0 +1,50 @@
+"""How values read on the pages: times, sizes, run statuses, full-page navigations."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import reflex as rx
+
+from vgen_app.models import RunStatus
+
+# The badge colour of each run status; anything else (never run) is gray.
+STATUS_COLOR = {
+    RunStatus.SUCCEEDED: "green",
+    RunStatus.FAILED: "red",
+    RunStatus.PROCESSING: "blue",
+}
+
+
+def when(value: datetime) -> str:
+    return value.strftime("%Y-%m-%d %H:%M")
+
+
+def when_utc(value: datetime) -> str:
+    return value.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def status_badge(status: rx.Var, label: rx.Var | None = None) -> rx.Component:
+    return rx.badge(
+        label if label is not None else status,
+        color_scheme=rx.match(
+            status, *((s.value, color) for s, color in STATUS_COLOR.items()), "gray"
+        ),
+        variant="soft",
+    )
+
+
+def full_redirect(url: str | rx.Var) -> rx.event.EventSpec:
+    """A full document load (leaving the app, or a route that answers with an attachment)."""
+    if isinstance(url, rx.Var):
+        return rx.call_script("window.location.assign(" + url.to(str).to_string() + ")")
+    return rx.call_script(f"window.location.assign({json.dumps(url)})")

@@ -1,0 +1,218 @@
+"""After a checkout: the success page that waits for the webhook, and the test checkout."""
+
+from __future__ import annotations
+
+import asyncio
+
+import reflex as rx
+
+from vgen_app.adapters.payments import TestCheckout, get_payments
+from vgen_app.db import run_db
+from vgen_app.services import billing
+from vgen_app.ui import routes
+from vgen_app.ui.layout import app_shell, error_callout, page_card
+from vgen_app.ui.session import SessionState, signed_in
+
+CONFIRM_TIMEOUT_S = 90
+
+
+class PaymentSuccessState(SessionState):
+    """Waits for the webhook (the only thing that credits) and shows the new balance."""
+
+    payment_status: str = "waiting"  # waiting | paid | unknown | slow
+    payment_tokens: str = ""
+
+    @rx.event
+    @signed_in
+    async def on_load(self):
+        self.payment_status, self.payment_tokens = "waiting", ""
+        return PaymentSuccessState.wait_for_credit
+
+    @rx.event(background=True)
+    async def wait_for_credit(self):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CONFIRM_TIMEOUT_S
+        while True:
+            async with self:
+                # Every poll re-checks the session: a logout elsewhere, a block or a password
+                # reset while this page waits ends the wait on the login page.
+                user = await self.current_user()
+                session_id = self.router.url.query_parameters.get("session_id", "")
+            if user is None:
+                return self._login_redirect()
+            row = await run_db(billing.checkout_for_user, session_id, user.user_id)
+            if row is None:
+                async with self:
+                    self.payment_status = "unknown"
+                return
+            if row.status == "paid":
+                async with self:
+                    if await self.current_user() is None:  # refreshes the header's balance too
+                        return self._login_redirect()
+                    self.payment_status, self.payment_tokens = "paid", f"{row.tokens:,}"
+                return
+            if loop.time() > deadline:
+                async with self:
+                    self.payment_status = "slow"
+                return
+            await asyncio.sleep(1)
+
+
+class TestCheckoutState(SessionState):
+    checkout_tokens: str = ""
+    checkout_price: str = ""
+    checkout_error: str = ""
+    checkout_paid: bool = False
+    paying: bool = False
+
+    def _session_id(self) -> str:
+        return self.router.url.query_parameters.get("session_id", "")
+
+    @rx.event
+    @signed_in
+    async def on_load(self):
+        self.checkout_error, self.checkout_tokens, self.checkout_price = "", "", ""
+        self.paying = False
+        row = await run_db(billing.checkout_for_user, self._session_id(), self._user_id)
+        if row is None or row.provider != "test":
+            self.checkout_error = "This checkout does not exist."
+            return
+        self.checkout_tokens = f"{row.tokens:,}"
+        self.checkout_price = billing.package(row.package_id).price_label
+        self.checkout_paid = row.status == "paid"
+
+    @rx.event
+    @signed_in
+    async def pay(self):
+        provider = get_payments()
+        if not isinstance(provider, TestCheckout):
+            self.checkout_error = "The test checkout is off: real payments are configured."
+            return
+        self.paying = True
+        yield
+        try:
+            await run_db(billing.pay_test_checkout, self._session_id(), self._user_id, provider)
+        except billing.BillingError as exc:
+            self.checkout_error, self.paying = exc.message, False
+            return
+        yield rx.redirect(f"{routes.TOKENS_SUCCESS}?session_id={self._session_id()}")
+
+
+# --- pages -------------------------------------------------------------------------------------
+
+
+def _outcome(title: str, *body: rx.Component, back: bool = True, **props) -> rx.Component:
+    """One state of the success page: a heading, what happened, the way back."""
+    back_link = rx.link(rx.button("Back to tokens"), href=routes.TOKENS)
+    return rx.vstack(
+        rx.heading(title, size="5", as_="h1"),
+        *body,
+        *([back_link] if back else []),
+        align="center",
+        spacing="3",
+        **props,
+    )
+
+
+def payment_success_page() -> rx.Component:
+    paid = _outcome(
+        "Payment received",
+        rx.text(PaymentSuccessState.payment_tokens, " tokens were added.", id="payment-credited"),
+        rx.text("Your balance: ", rx.text.strong(SessionState.balance_label), " tokens"),
+    )
+    unknown = _outcome(
+        "Payment not found",
+        rx.text("We could not find this payment in your account.", color_scheme="gray"),
+    )
+    slow = _outcome(
+        "Still confirming…",
+        rx.text(
+            "The payment provider has not confirmed yet. Your tokens will "
+            "appear on the Tokens page as soon as it does.",
+            color_scheme="gray",
+            align="center",
+        ),
+    )
+    waiting = _outcome(
+        "Confirming your payment…",
+        rx.text("This usually takes a few seconds. No need to reload.", color_scheme="gray"),
+        rx.progress(duration="30s", width="240px"),
+        back=False,
+        id="payment-waiting",
+    )
+    return app_shell(
+        page_card(
+            rx.match(
+                PaymentSuccessState.payment_status,
+                (
+                    "paid",
+                    rx.vstack(
+                        rx.icon("circle_check", size=36, color="var(--green-9)"),
+                        paid,
+                        align="center",
+                    ),
+                ),
+                ("unknown", unknown),
+                ("slow", slow),
+                rx.vstack(rx.spinner(size="3"), waiting, align="center"),
+            ),
+            max_width="460px",
+        )
+    )
+
+
+def test_checkout_page() -> rx.Component:
+    return app_shell(
+        page_card(
+            rx.vstack(
+                rx.badge(
+                    "TEST PAYMENT — no money moves",
+                    color_scheme="orange",
+                    size="3",
+                    variant="solid",
+                ),
+                rx.heading("Test checkout", size="6", as_="h1"),
+                rx.text(
+                    "Real payments are not configured on this server (no STRIPE_SECRET_KEY). "
+                    "This page stands in for Stripe Checkout: paying here sends a signed "
+                    "payment event through the same code that handles Stripe's.",
+                    size="2",
+                    color_scheme="gray",
+                ),
+                error_callout(TestCheckoutState.checkout_error),
+                rx.cond(
+                    TestCheckoutState.checkout_tokens != "",
+                    rx.vstack(
+                        rx.data_list.root(
+                            rx.data_list.item(
+                                rx.data_list.label("Package"),
+                                rx.data_list.value(TestCheckoutState.checkout_tokens, " tokens"),
+                            ),
+                            rx.data_list.item(
+                                rx.data_list.label("Amount"),
+                                rx.data_list.value(TestCheckoutState.checkout_price),
+                            ),
+                        ),
+                        rx.hstack(
+                            rx.button(
+                                "Pay (test)",
+                                on_click=TestCheckoutState.pay,
+                                loading=TestCheckoutState.paying,
+                                disabled=TestCheckoutState.checkout_paid,
+                                color_scheme="orange",
+                                id="test-pay",
+                            ),
+                            rx.link(
+                                rx.button("Cancel", variant="soft", color_scheme="gray"),
+                                href=f"{routes.TOKENS}?canceled=1",
+                            ),
+                            spacing="3",
+                        ),
+                        spacing="4",
+                    ),
+                ),
+                spacing="4",
+            ),
+            max_width="480px",
+        )
+    )
