@@ -54,10 +54,20 @@ class ModelSpec(BaseModel):
     def get_slot(self, name: str) -> Slot | None:
         return next((s for s in self.slot if s.name == name), None)
 
+    def billed_seconds(self, output_seconds: float) -> int:
+        """Started seconds of output (at least one)."""
+        return max(1, math.ceil(output_seconds - 1e-6))
+
     def price_for(self, output_seconds: float) -> int:
         """Tokens for one run: per started second of output, never below the minimum."""
-        seconds = max(1, math.ceil(output_seconds - 1e-6))
-        return max(self.min_price, seconds * self.price_per_second)
+        return max(self.min_price, self.billed_seconds(output_seconds) * self.price_per_second)
+
+    def price_note(self, output_seconds: float) -> str:
+        """How `price_for` came about, in words for the page."""
+        seconds = self.billed_seconds(output_seconds)
+        if seconds * self.price_per_second < self.min_price:
+            return f"the minimum price ({seconds} s × {self.price_per_second:,} is less)"
+        return f"{seconds} s × {self.price_per_second:,} tokens per second"
 
 
 class Catalog(BaseModel):

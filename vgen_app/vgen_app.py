@@ -17,6 +17,7 @@ from vgen_app.ui.auth_pages import (
 from vgen_app.ui.dashboard import DashboardState, dashboard_page
 from vgen_app.ui.eventlog import EventLogMiddleware
 from vgen_app.ui.new_task import new_task_page
+from vgen_app.ui.not_found import not_found_page
 from vgen_app.ui.payment import (
     PaymentSuccessState,
     TestCheckoutState,
@@ -73,6 +74,9 @@ app.add_page(
     route=routes.TEST_CHECKOUT,
     title="Test checkout · vgen",
     on_load=TestCheckoutState.on_load,
+)
+app.add_page(
+    not_found_page, route="404", title="Page not found · vgen", on_load=SessionState.check_session
 )
 
 app.add_middleware(EventLogMiddleware())

@@ -82,6 +82,7 @@ PUBLIC = {
     "*.setvar": "Reflex's generic setter: only vars with a setter, and these states have none "
     "but is_hydrated (checked below)",
     "SessionState.redirect_if_logged_in": "on_load of the auth pages",
+    "SessionState.check_session": "on_load of the 404 page: this tab's own session, or nothing",
     "SessionState.logout": "forgets this tab's identity and calls the logout route",
     "SignupState.submit": "sign-up",
     "LoginState.on_load": "the login page",

@@ -291,10 +291,20 @@ def attach_input(
     return row, old_key
 
 
-def price_of(task: Task, inputs: dict[str, TaskInput]) -> int | None:
-    """The price of one run, once every slot has its file."""
+def _priced(task: Task, inputs: dict[str, TaskInput]) -> tuple[ModelSpec, float] | None:
     spec = catalog.get(task.model)
     if spec is None or any(s.name not in inputs for s in spec.slots):
         return None
-    duration = inputs[spec.output_from].media.get("duration_s") or 0
-    return spec.price_for(float(duration))
+    return spec, float(inputs[spec.output_from].media.get("duration_s") or 0)
+
+
+def price_of(task: Task, inputs: dict[str, TaskInput]) -> int | None:
+    """The price of one run, once every slot has its file."""
+    priced = _priced(task, inputs)
+    return priced[0].price_for(priced[1]) if priced else None
+
+
+def price_note(task: Task, inputs: dict[str, TaskInput]) -> str:
+    """How the price of a run is made ("12 s × 50 tokens per second", or the minimum), or ""."""
+    priced = _priced(task, inputs)
+    return priced[0].price_note(priced[1]) if priced else ""

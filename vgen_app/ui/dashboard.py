@@ -24,6 +24,7 @@ class TaskRow:
     status_label: str
     runs: int
     created: str
+    created_iso: str  # UTC, ISO 8601: the page shows it in the browser's time zone
     href: str
 
 
@@ -37,6 +38,7 @@ def task_row(r: tasks.TaskRow) -> TaskRow:
         status_label=(r.last_status or "not run yet").replace("_", " "),
         runs=r.runs,
         created=format.when(r.task.created_at),
+        created_iso=format.iso(r.task.created_at),
         href=f"/tasks/{r.task.id}",
     )
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 
 import reflex as rx
 
@@ -19,6 +19,11 @@ STATUS_COLOR = {
 
 def when(value: datetime) -> str:
     return value.strftime("%Y-%m-%d %H:%M")
+
+
+def iso(value: datetime) -> str:
+    """UTC, ISO 8601 with the offset: what the browser turns into its local time."""
+    return value.astimezone(UTC).isoformat(timespec="seconds")
 
 
 def when_utc(value: datetime) -> str:

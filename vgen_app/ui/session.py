@@ -137,6 +137,11 @@ class SessionState(_SessionGuard, rx.State):
         """`on_load` of the protected pages with nothing else to load."""
 
     @rx.event
+    async def check_session(self):
+        """`on_load` of pages open to everyone that show the header to a signed-in user (404)."""
+        await self.current_user()
+
+    @rx.event
     async def redirect_if_logged_in(self):
         """`on_load` of the auth pages: a logged-in user goes to the app."""
         if await self.current_user() is not None:

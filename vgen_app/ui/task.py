@@ -45,6 +45,7 @@ class RunRow:
     progress: int  # percent
     price: str
     created: str
+    created_iso: str  # UTC, ISO 8601: the page shows it in the browser's time zone
     error: str
     refunded: bool
     download: str  # the download route, "" until it succeeded
@@ -89,6 +90,7 @@ def run_row(r: Run) -> RunRow:
         progress=round((r.progress or 0) * 100),
         price=f"{r.price:,}",
         created=format.when(r.created_at),
+        created_iso=format.iso(r.created_at),
         error=r.error or "",
         refunded=r.refunded_at is not None,
         download=routes.api(f"/api/runs/{r.id}/result") if r.status == RunStatus.SUCCEEDED else "",
@@ -104,6 +106,7 @@ class TaskState(SessionState):
     run_error: str = ""
     run_needs_topup: bool = False
     price_label: str = ""
+    price_note: str = ""  # how the price is made: per second, or the minimum
     can_run: bool = False
     in_flight: bool = False
     # Per slot name (all of ALL_SLOTS are always present as keys):
@@ -136,6 +139,7 @@ class TaskState(SessionState):
         self.slot_info = slot_views(spec, inputs)
         price = tasks.price_of(task, inputs)
         self.price_label = f"{price:,} tokens" if price is not None else ""
+        self.price_note = tasks.price_note(task, inputs)
         self.in_flight = view.in_flight
         self.runs_total = view.runs_total
         self.can_run = price is not None and not self.in_flight

@@ -30,6 +30,7 @@ class HistoryRow:
     """One balance change, as the history table shows it."""
 
     when: str
+    when_iso: str  # UTC, ISO 8601: the page shows it in the browser's time zone
     what: str
     diff: str
     credit: bool  # tokens in (green), else out (red)
@@ -39,6 +40,7 @@ class HistoryRow:
 def history_row(e: LedgerEntry) -> HistoryRow:
     return HistoryRow(
         when=format.when_utc(e.created_at),
+        when_iso=format.iso(e.created_at),
         what=ledger.ACTION_LABELS.get(e.action, e.action),
         diff=f"{e.diff:+,}",
         credit=e.diff > 0,
