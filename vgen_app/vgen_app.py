@@ -4,8 +4,8 @@ import reflex as rx
 
 from vgen_app.api.app import create_api
 from vgen_app.logs import configure_logging
-from vgen_app.ui import routes
-from vgen_app.ui.auth import ForgotState, LoginState, ResetState, VerifyState
+from vgen_app.ui import connection, routes, session
+from vgen_app.ui.auth import LoginState, ResetState, VerifyState
 from vgen_app.ui.auth_pages import (
     check_email_page,
     forgot_page,
@@ -36,48 +36,37 @@ configure_logging()
 app = rx.App(
     api_transformer=create_api(),
 )
+# Plain words, not Reflex's technical toast, while the socket is down.
+app.app_wraps[(5, "Overlay")] = connection.overlay
 
-app.add_page(
-    dashboard_page, route=routes.HOME, title="My tasks · vgen", on_load=DashboardState.on_load
-)
-app.add_page(
-    new_task_page,
-    route=routes.TASKS_NEW,
-    title="New task · vgen",
-    on_load=SessionState.require_login,
-)
-app.add_page(task_page, route="/tasks/[task_id]", title="Task · vgen", on_load=TaskState.on_load)
-app.add_page(
-    signup_page,
-    route=routes.SIGNUP,
-    title="Sign up · vgen",
-    on_load=SessionState.redirect_if_logged_in,
-)
-app.add_page(login_page, route=routes.LOGIN, title="Log in · vgen", on_load=LoginState.on_load)
-app.add_page(check_email_page, route=routes.CHECK_EMAIL, title="Check your e-mail · vgen")
-app.add_page(verify_page, route=routes.VERIFY, title="Activate · vgen", on_load=VerifyState.on_load)
-app.add_page(
-    forgot_page, route=routes.FORGOT, title="Forgot password · vgen", on_load=ForgotState.on_load
-)
-app.add_page(
-    reset_page, route=routes.RESET, title="Reset password · vgen", on_load=ResetState.on_load
-)
-app.add_page(tokens_page, route=routes.TOKENS, title="Tokens · vgen", on_load=TokensState.on_load)
-app.add_page(
-    payment_success_page,
-    route=routes.TOKENS_SUCCESS,
-    title="Payment · vgen",
-    on_load=PaymentSuccessState.on_load,
-)
-app.add_page(
-    test_checkout_page,
-    route=routes.TEST_CHECKOUT,
-    title="Test checkout · vgen",
-    on_load=TestCheckoutState.on_load,
-)
-app.add_page(
-    not_found_page, route="404", title="Page not found · vgen", on_load=SessionState.check_session
-)
+# (page, route, tab title, on_load after SessionState.enter_page, which runs first on every page)
+PAGES = [
+    (dashboard_page, routes.HOME, "My tasks", DashboardState.on_load),
+    (new_task_page, routes.TASKS_NEW, "New task", SessionState.require_login),
+    (task_page, routes.TASK, "Task", TaskState.on_load),
+    (signup_page, routes.SIGNUP, "Sign up", SessionState.redirect_if_logged_in),
+    (login_page, routes.LOGIN, "Log in", LoginState.on_load),
+    (check_email_page, routes.CHECK_EMAIL, "Check your e-mail", None),
+    (verify_page, routes.VERIFY, "Activate", VerifyState.on_load),
+    (forgot_page, routes.FORGOT, "Forgot password", None),
+    (reset_page, routes.RESET, "Reset password", ResetState.on_load),
+    (tokens_page, routes.TOKENS, "Tokens", TokensState.on_load),
+    (payment_success_page, routes.TOKENS_SUCCESS, "Payment", PaymentSuccessState.on_load),
+    (test_checkout_page, routes.TEST_CHECKOUT, "Test checkout", TestCheckoutState.on_load),
+    (not_found_page, "404", "Page not found", SessionState.check_session),
+]
+for page, route, title, on_load in PAGES:
+    loads = [SessionState.enter_page] + ([on_load] if on_load is not None else [])
+    app.add_page(page, route=route, title=f"{title} · vgen", on_load=loads)
+
+
+def _tab_connected(client_token: str) -> bool:
+    """Is this tab's socket connected to this process (a page follower ends when not)?"""
+    namespace = app.event_namespace
+    return namespace is None or client_token in namespace.token_to_sid
+
+
+session.tab_connected = _tab_connected
 
 app.add_middleware(EventLogMiddleware())
 app.register_lifespan_task(housekeeping)

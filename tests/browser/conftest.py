@@ -151,6 +151,66 @@ def _scaled_env(workdir: Path) -> tuple[dict[str, str], callable]:
     return env, cleanup
 
 
+def app_env(workdir: Path, port: int, scaled: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of `make run` for a test app: its own database, outbox and storage."""
+    env = {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
+    env.update(
+        APP_PORT=str(port),
+        APP_URL=f"http://localhost:{port}",
+        APP_HOST="127.0.0.1",
+        DATABASE_URL=f"sqlite:///{workdir / 'vgen.db'}",
+        MAIL_OUTBOX_DIR=str(workdir / "outbox"),
+        BCRYPT_ROUNDS="4",
+        # The journeys count activation mails: no "one link mail per minute" throttle here.
+        MAIL_LINK_INTERVAL_SECONDS="0",
+        PYTHONUNBUFFERED="1",
+        STORAGE_URL=f"file://{workdir / 'storage'}",
+        GENERATION_SIM_DIR=str(workdir / "simulator"),
+        # Its own frontend build folder: a developer's running `make run`/`make dev` keeps its .web
+        # (VGEN_TEST_WEB_WORKDIR: another one, for a second test run at the same time).
+        REFLEX_WEB_WORKDIR=os.environ.get("VGEN_TEST_WEB_WORKDIR", str(ROOT / ".web-test")),
+    )
+    env.update(scaled or {})
+    return env
+
+
+def start_app(workdir: Path, port: int, env: dict[str, str]) -> tuple[subprocess.Popen, RunningApp]:
+    """`make run` in its own process group; returns once it answers (or fails the test)."""
+    log_path = workdir / f"app-{int(time.time() * 1000)}.log"
+    log_file = open(log_path, "wb")  # noqa: SIM115 - the process owns it; closed with the group
+    proc = subprocess.Popen(
+        ["make", "run"],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group, killed as a whole
+    )
+    log_file.close()
+    app = RunningApp(
+        url=env["APP_URL"], outbox=Path(env["MAIL_OUTBOX_DIR"]), log=log_path, workdir=workdir
+    )
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(
+                f"`make run` exited with {proc.returncode} before answering.\n"
+                f"--- {log_path} (tail) ---\n{app.log_tail()}",
+                pytrace=False,
+            )
+        if _answers(f"http://127.0.0.1:{port}/ping") and _answers(f"http://localhost:{port}/"):
+            return proc, app
+        if time.monotonic() > deadline:
+            _kill_group(proc)
+            pytest.fail(
+                f"`make run` did not answer GET /ping on port {port} within "
+                f"{START_TIMEOUT_S} s.\n--- {log_path} (tail) ---\n{app.log_tail()}",
+                pytrace=False,
+            )
+        time.sleep(0.5)
+
+
 @pytest.fixture(scope="session", params=["sqlite-1-worker", "postgres-redis-3-workers"])
 def app_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -162,61 +222,11 @@ def app_server(
     if request.param == "postgres-redis-3-workers":
         scaled, cleanup = _scaled_env(workdir)
     port = _free_port()
-    url = f"http://localhost:{port}"
-    outbox = workdir / "outbox"
-    log_path = workdir / "app.log"
-
-    env = {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
-    env.update(
-        APP_PORT=str(port),
-        APP_URL=url,
-        APP_HOST="127.0.0.1",
-        DATABASE_URL=f"sqlite:///{workdir / 'vgen.db'}",
-        MAIL_OUTBOX_DIR=str(outbox),
-        BCRYPT_ROUNDS="4",
-        # The journeys count activation mails: no "one link mail per minute" throttle here.
-        MAIL_LINK_INTERVAL_SECONDS="0",
-        PYTHONUNBUFFERED="1",
-        STORAGE_URL=f"file://{workdir / 'storage'}",
-        GENERATION_SIM_DIR=str(workdir / "simulator"),
-        # Its own frontend build folder: a developer's running `make run`/`make dev` keeps its .web.
-        REFLEX_WEB_WORKDIR=str(ROOT / ".web-test"),
-    )
-    env.update(scaled)
-
-    log_file = open(log_path, "wb")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen(
-        ["make", "run"],
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group, killed as a whole
-    )
-    app = RunningApp(url=url, outbox=outbox, log=log_path, workdir=workdir)
+    proc, app = start_app(workdir, port, app_env(workdir, port, scaled))
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(
-                    f"`make run` exited with {proc.returncode} before answering.\n"
-                    f"--- {log_path} (tail) ---\n{app.log_tail()}",
-                    pytrace=False,
-                )
-            if _answers(f"http://127.0.0.1:{port}/ping") and _answers(f"http://127.0.0.1:{port}/"):
-                break
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"`make run` did not answer GET /ping on port {port} within "
-                    f"{START_TIMEOUT_S} s.\n--- {log_path} (tail) ---\n{app.log_tail()}",
-                    pytrace=False,
-                )
-            time.sleep(0.5)
         yield app
     finally:
         _kill_group(proc)
-        log_file.close()
         if cleanup is not None:
             cleanup()
 

@@ -280,7 +280,7 @@ def test_logout_in_another_tab_refuses_the_open_pages_next_action(
     other_tab.goto("/")
     wait_hydrated(other_tab, "#logout")
     other_tab.click("#logout")
-    expect(other_tab).to_have_url(re.compile(r"/login/?$"))
+    expect(other_tab).to_have_url(re.compile(r"/login/?(\?logged_out=1)?$"))
 
     with _app_db(request, app_server) as db:
         user_id = _user_id(db, victim.email)

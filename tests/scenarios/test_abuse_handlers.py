@@ -82,13 +82,14 @@ PUBLIC = {
     "*.setvar": "Reflex's generic setter: only vars with a setter, and these states have none "
     "but is_hydrated (checked below)",
     "SessionState.redirect_if_logged_in": "on_load of the auth pages",
+    "SessionState.enter_page": "first on_load of every page: this tab's pages it left forget "
+    "what they showed",
     "SessionState.check_session": "on_load of the 404 page: this tab's own session, or nothing",
     "SessionState.logout": "forgets this tab's identity and calls the logout route",
     "SignupState.submit": "sign-up",
     "LoginState.on_load": "the login page",
     "LoginState.submit": "login",
     "VerifyState.on_load": "activation link",
-    "ForgotState.on_load": "the forgot-password page",
     "ForgotState.submit": "reset request",
     "ResetState.on_load": "reset link",
     "ResetState.submit": "new password through a reset link",
@@ -101,6 +102,7 @@ UI_ONLY = {
 # Read or change a user's data: must check the session.
 GUARDED = {
     "SessionState.require_login",
+    "SessionState.follow",
     "DashboardState.on_load",
     "DashboardState.go_to_page",
     "NewTaskState.create",

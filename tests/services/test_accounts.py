@@ -145,6 +145,19 @@ def test_activation_link_is_single_use(db: Session) -> None:
     assert err.value.code == "bad_link"
 
 
+def test_a_used_activation_link_of_an_active_account_says_log_in(db: Session) -> None:
+    """Issue K: opened again after the account is active, the link says so (not "invalid"); the
+    e-mail comes back with a successful activation, to fill in the login form."""
+    token = token_of(accounts.signup(db, "ann@example.com", PW).mails[0])
+    assert accounts.activate(db, token).email == "ann@example.com"
+    with pytest.raises(AccountError) as err:
+        accounts.activate(db, token)
+    assert "already active" in err.value.message
+    with pytest.raises(AccountError) as err:
+        accounts.activate(db, "never-issued")
+    assert "invalid, expired or already used" in err.value.message
+
+
 def test_activation_link_expires_after_24_hours(db: Session) -> None:
     t1 = token_of(accounts.signup(db, "ann@example.com", PW).mails[0])
     clock.travel(timedelta(hours=24, seconds=1))

@@ -291,7 +291,9 @@ def test_verify_and_reset_pages(database_url: str) -> None:
     assert state.verify_status == "ok"
     again = ui_state(VerifyState, f"/verify?token={token}")
     asyncio.run(_collect(again.on_load()))
-    assert again.verify_status == "error" and "already used" in again.verify_message
+    assert (
+        again.verify_status == "error" and "already active" in again.verify_message
+    )  # issue K: not "invalid"
 
     with session_scope() as db:
         reset_token = token_of(passwords.request_password_reset(db, "ann@example.com").mails[0])

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from vgen_app.api import auth_routes, files, health, webhooks
 from vgen_app.api.internal import create_internal_api
 from vgen_app.api.limits import BodyLimitMiddleware
+from vgen_app.api.loopback import LoopbackRedirect
 from vgen_app.logs import request_logger
 
 
@@ -17,6 +18,8 @@ def create_api() -> FastAPI:
     # records its refusals.
     api.add_middleware(BodyLimitMiddleware)
     api.middleware("http")(request_logger())
+    # Outermost: a page opened as 127.0.0.1 while APP_URL says localhost goes to APP_URL first.
+    api.add_middleware(LoopbackRedirect)
     api.include_router(auth_routes.router)
     api.include_router(webhooks.router)
     api.include_router(files.router)

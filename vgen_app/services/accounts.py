@@ -32,6 +32,7 @@ CHECK_INBOX = (
     "Check your inbox: if {email} can sign up, we have sent it a link to activate the account."
 )
 BLOCKED = "This account is blocked. Contact support."
+ALREADY_ACTIVE = "Your account is already active: log in with your e-mail and password."
 
 
 @dataclass
@@ -48,6 +49,7 @@ class Result:
     message: str
     mails: list[Mail] = field(default_factory=list)
     user_id: str | None = None
+    email: str = ""  # whose account it was (to fill in the login form)
 
 
 @dataclass
@@ -171,7 +173,12 @@ def _clean_utm(utm: dict[str, str] | None) -> dict[str, str] | None:
 def activate(db: Session, token: str) -> Result:
     link = links.consume(db, token, LinkPurpose.ACTIVATION)
     if link is None:
+        spent = links.find_any(db, token, LinkPurpose.ACTIVATION)
+        owner = db.get(User, spent.user_id) if spent is not None else None
         db.rollback()
+        if owner is not None and owner.status == UserStatus.ACTIVATED:
+            # The link's holder knows the address: saying the account is active tells nothing new.
+            raise AccountError("bad_link", ALREADY_ACTIVE)
         raise AccountError(
             "bad_link",
             "This activation link is invalid, expired or already used. "
@@ -190,7 +197,9 @@ def activate(db: Session, token: str) -> Result:
     # Every other activation link of this user is spent too.
     links.void(db, user.id, LinkPurpose.ACTIVATION)
     db.commit()
-    return Result(message="Your e-mail is verified. You can log in now.", user_id=user.id)
+    return Result(
+        message="Your e-mail is verified. You can log in now.", user_id=user.id, email=user.email
+    )
 
 
 # --- login --------------------------------------------------------------------------------------

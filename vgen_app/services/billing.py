@@ -21,7 +21,7 @@ from vgen_app.adapters.payments import (
 from vgen_app.config import TokenPackage, get_settings
 from vgen_app.db import Batch, end_read, refresh_loaded, run_batch
 from vgen_app.models import CheckoutSession, CheckoutStatus, LedgerAction, PaymentCredit, User
-from vgen_app.services import ledger
+from vgen_app.services import changes, ledger
 from vgen_app.services.errors import BillingError
 
 log = logging.getLogger("vgen.billing")
@@ -210,6 +210,7 @@ def _credit(
         return _refused_credit(db, session_id, user_id)
     change = op.change_of(db, batch.rows(results, "entry"))
     refresh_loaded(db, CheckoutSession, session_id)
+    changes.touch(db, user_id)
     db.commit()
     log.info("checkout %s: credited %d tokens to %s", session_id, tokens, user_id)
     return WebhookResult("credited", change=change)

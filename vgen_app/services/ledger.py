@@ -42,7 +42,7 @@ from vgen_app.models import (
     UTCDateTime,
     new_id,
 )
-from vgen_app.services import outbox
+from vgen_app.services import changes, outbox
 
 MAX_ABS_DIFF = 10**12
 
@@ -229,6 +229,7 @@ def change_balance(
     except Exception:
         db.rollback()
         raise
+    changes.touch(db, user_id)
     db.commit()
     return change
 

@@ -76,14 +76,19 @@ def consume(db: Session, token: str, purpose: LinkPurpose) -> OneTimeLink | None
     return db.exec(select(OneTimeLink).where(OneTimeLink.token_hash == hashed)).one()
 
 
-def find_valid(db: Session, token: str, purpose: LinkPurpose) -> OneTimeLink | None:
+def find_any(db: Session, token: str, purpose: LinkPurpose) -> OneTimeLink | None:
+    """The link of this token, used or expired too (to say why it no longer works)."""
     if not token or len(token) > 200:
         return None
-    link = db.exec(
+    return db.exec(
         select(OneTimeLink).where(
             OneTimeLink.token_hash == token_hash(token), OneTimeLink.purpose == purpose
         )
     ).first()
+
+
+def find_valid(db: Session, token: str, purpose: LinkPurpose) -> OneTimeLink | None:
+    link = find_any(db, token, purpose)
     if link is None or link.used_at is not None or link.expires_at <= clock.now():
         return None
     return link

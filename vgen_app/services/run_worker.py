@@ -20,7 +20,7 @@ from vgen_app.adapters.storage import Storage, StorageError
 from vgen_app.config import get_settings
 from vgen_app.db import end_read
 from vgen_app.models import Run, RunStatus, User, new_id
-from vgen_app.services import outbox
+from vgen_app.services import changes, outbox
 from vgen_app.services.runs import fail_run, succeed_run
 
 log = logging.getLogger("vgen.runs")
@@ -101,6 +101,7 @@ def submit_queued(
         )
         if updated.rowcount == 1:
             _log_launch(db, run, provider.name, job_id)
+            changes.touch(db, run.owner_id)
         db.commit()
         report.submitted += 1
 

@@ -35,7 +35,7 @@ from vgen_app.models import (
     is_id,
     new_id,
 )
-from vgen_app.services import ledger, tasks
+from vgen_app.services import changes, ledger, tasks
 from vgen_app.services.errors import NotFound, TaskError
 from vgen_app.services.tasks import IN_FLIGHT, spec_of
 
@@ -127,6 +127,7 @@ def start_run(db: Session, owner_id: str, task_id: str) -> Run:
     refresh_loaded(db, Task, task_id)
     run = db.get(Run, run_id)
     assert run is not None and batch.rows(results, "run")
+    changes.touch(db, owner_id)
     db.commit()
     return run
 
@@ -213,6 +214,7 @@ def fail_run(db: Session, run_id: str, error: str) -> bool:
         db.rollback()
         return False
     refresh_loaded(db, Run, run_id)
+    changes.touch(db, owner_id)
     db.commit()
     log.info("run %s failed (%s); refunded %d tokens", run_id, error, price)
     return True
@@ -231,6 +233,9 @@ def succeed_run(db: Session, run_id: str, result_key: str, size: int) -> bool:
             finished_at=now,
             updated_at=now,
         )
+        .returning(col(Run.owner_id))
     )
+    owners = list(result.scalars())
+    changes.touch(db, *owners)
     db.commit()
-    return result.rowcount == 1
+    return len(owners) == 1

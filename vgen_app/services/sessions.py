@@ -12,6 +12,7 @@ from vgen_app import clock
 from vgen_app.config import get_settings
 from vgen_app.db import end_read, read_only
 from vgen_app.models import User, UserSession, UserStatus
+from vgen_app.services import changes
 from vgen_app.services.security import new_token, token_hash
 
 TOUCH_EVERY = timedelta(minutes=1)
@@ -95,6 +96,7 @@ def revoke(db: Session, token: str | None) -> bool:
 
 def revoke_all(db: Session, user_id: str) -> int:
     """Revoke every live session of a user (in the caller's transaction)."""
+    changes.touch(db, user_id)  # their open pages find the session gone at once
     result = db.exec(
         update(UserSession)
         .where(col(UserSession.user_id) == user_id, col(UserSession.revoked_at).is_(None))

@@ -242,7 +242,9 @@ def check_media(slot: Slot, info: MediaInfo) -> None:
     """The slot's rules on the probed media: kind and duration. Messages say what is wrong and
     what fits."""
     if info.kind != slot.kind:
-        raise TaskError("kind", f"{slot.label} must be {_article(slot.kind)}, not {info.kind}.")
+        raise TaskError(
+            "kind", f"{slot.label} must be {_article(slot.kind)}, not {_article(info.kind)}."
+        )
     if slot.max_seconds and info.duration_s and info.duration_s > slot.max_seconds + 0.5:
         raise TaskError(
             "too_long",
@@ -253,7 +255,11 @@ def check_media(slot: Slot, info: MediaInfo) -> None:
 
 
 def _article(kind: str) -> str:
-    return {"audio": "an audio file", "image": "an image"}.get(kind, f"a {kind}")
+    """A media kind with its article, as a sentence says it: "a video", "an image"."""
+    named = {"audio": "an audio file", "image": "an image", "video": "a video"}
+    if kind in named:
+        return named[kind]
+    return f"{'an' if kind[:1].lower() in 'aeiou' else 'a'} {kind}" if kind else "a file"
 
 
 def media_error(exc: MediaError) -> TaskError:

@@ -23,6 +23,9 @@ from vgen_app.services.tasks import TaskError
 log = logging.getLogger("vgen.uploads")
 
 MAX_FILENAME_CHARS = 255
+# An upload that carried no file: the browser refused the drop (wrong type, several files) and
+# already said why, or the stream was empty.
+NO_FILE = "No file was received."
 # Task ids are `new_id()`s: anything else is "not found" before the database sees it (PostgreSQL
 # refuses a NUL byte in a query parameter: the upload would crash instead of being refused).
 
@@ -116,7 +119,7 @@ async def spool_and_ingest(
         await asyncio.to_thread(handle.close)
     if error or not filename:
         await asyncio.to_thread(spooled.unlink, True)
-        return error or "No file was received."
+        return error or NO_FILE
     try:
         await asyncio.to_thread(ingest, user_id, task_id, slot.name, filename, spooled, size)
     except TaskError as exc:

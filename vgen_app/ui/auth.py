@@ -4,6 +4,7 @@ and handlers (the pages themselves are in auth_pages.py)."""
 from __future__ import annotations
 
 import json
+from typing import ClassVar
 from urllib.parse import quote
 
 import reflex as rx
@@ -15,8 +16,15 @@ from vgen_app.services.cookies import safe_next
 from vgen_app.ui import routes
 from vgen_app.ui.session import SessionState
 
+LOGIN_NOTICES = {  # ?<key>=1 on /login, and what the page then says
+    "expired": "Your login link expired. Please log in again.",
+    "logged_out": "You are logged out.",
+    "ended": "Your session has ended. Please log in again.",
+}
+
 
 class SignupState(SessionState):
+    PAGE: ClassVar[str] = routes.SIGNUP
     signup_error: str = ""
     signup_busy: bool = False
 
@@ -46,17 +54,20 @@ class SignupState(SessionState):
 
 
 class LoginState(SessionState):
+    PAGE: ClassVar[str] = routes.LOGIN
     login_error: str = ""
     login_notice: str = ""
     login_busy: bool = False
+    login_email: str = ""  # filled in from ?email= (after activation)
 
     @rx.event
     async def on_load(self):
-        self.login_error = ""
         params = self.router.url.query_parameters
-        self.login_notice = (
-            "Your login link expired. Please log in again." if params.get("expired") else ""
-        )
+        self.login_notice = next((t for key, t in LOGIN_NOTICES.items() if params.get(key)), "")
+        try:
+            self.login_email = accounts.normalize_email(params.get("email", ""))
+        except accounts.AccountError:  # never echo arbitrary text from the URL
+            self.login_email = ""
         if await self.current_user() is not None:
             return rx.redirect(safe_next(params.get("next")))
 
@@ -86,8 +97,10 @@ class LoginState(SessionState):
 
 
 class VerifyState(SessionState):
+    PAGE: ClassVar[str] = routes.VERIFY
     verify_status: str = "pending"  # pending | ok | error
     verify_message: str = ""
+    verify_login: str = routes.LOGIN  # where "Log in" goes: the e-mail filled in
 
     @rx.event
     async def on_load(self):
@@ -99,15 +112,13 @@ class VerifyState(SessionState):
             self.verify_status, self.verify_message = "error", exc.message
             return
         self.verify_status, self.verify_message = "ok", result.message
+        self.verify_login = f"{routes.LOGIN}?email={quote(result.email)}"
 
 
 class ForgotState(SessionState):
+    PAGE: ClassVar[str] = routes.FORGOT
     forgot_error: str = ""
     forgot_done: str = ""
-
-    @rx.event
-    def on_load(self):
-        self.forgot_error, self.forgot_done = "", ""
 
     @rx.event
     async def submit(self, form: dict):
@@ -123,6 +134,7 @@ class ForgotState(SessionState):
 
 
 class ResetState(SessionState):
+    PAGE: ClassVar[str] = routes.RESET
     reset_status: str = "checking"  # checking | form | done | error
     reset_error: str = ""
     reset_message: str = ""
@@ -132,7 +144,8 @@ class ResetState(SessionState):
 
     @rx.event
     async def on_load(self):
-        self.reset_error, self.reset_message = "", ""
+        if self.reset_status == "done":  # changed right after the page loaded: keep the answer
+            return
         ok = await run_db(passwords.check_reset_token, self._token())
         self.reset_status = "form" if ok else "error"
         if not ok:

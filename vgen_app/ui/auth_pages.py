@@ -14,7 +14,7 @@ from vgen_app.ui.auth import (
     SignupState,
     VerifyState,
 )
-from vgen_app.ui.layout import auth_card, error_callout, field, info_callout
+from vgen_app.ui.layout import auth_card, error_callout, field, info_callout, link_button
 from vgen_app.ui.session import SessionState
 
 
@@ -59,7 +59,7 @@ def _form(
     )
 
 
-def _email_field() -> rx.Component:
+def _email_field(**props) -> rx.Component:
     return field(
         "E-mail",
         "email",
@@ -67,6 +67,7 @@ def _email_field() -> rx.Component:
         placeholder="you@example.com",
         required=True,
         auto_complete="email",
+        **props,
     )
 
 
@@ -83,7 +84,9 @@ def _new_password_field(label: str = "Password") -> rx.Component:
     )
 
 
-def _done(message: rx.Var, id_: str, button: str, href: str, ok: bool = True) -> rx.Component:
+def _done(
+    message: rx.Var, id_: str, button: str, href: str | rx.Var, ok: bool = True
+) -> rx.Component:
     return rx.vstack(
         rx.callout(
             message,
@@ -92,11 +95,7 @@ def _done(message: rx.Var, id_: str, button: str, href: str, ok: bool = True) ->
             width="100%",
             id=id_,
         ),
-        rx.link(
-            rx.button(button, size="3", width="100%", variant="solid" if ok else "soft"),
-            href=href,
-            width="100%",
-        ),
+        link_button(button, href=href, size="3", width="100%", variant="solid" if ok else "soft"),
         width="100%",
         spacing="4",
     )
@@ -132,7 +131,8 @@ def login_page() -> rx.Component:
             LoginState.submit,
             "Log in",
             "login-submit",
-            _email_field(),
+            # Filled in after activation (?email=); re-mounted when it changes (uncontrolled input).
+            _email_field(default_value=LoginState.login_email, key=LoginState.login_email),
             field(
                 "Password", "password", "password", required=True, auto_complete="current-password"
             ),
@@ -166,11 +166,7 @@ def check_email_page() -> rx.Component:
             size="2",
             color_scheme="gray",
         ),
-        rx.link(
-            rx.button("Go to log in", size="3", width="100%", variant="soft"),
-            href=routes.LOGIN,
-            width="100%",
-        ),
+        link_button("Go to log in", href=routes.LOGIN, size="3", width="100%", variant="soft"),
     )
 
 
@@ -179,7 +175,10 @@ def verify_page() -> rx.Component:
         "Activate your account",
         rx.match(
             VerifyState.verify_status,
-            ("ok", _done(VerifyState.verify_message, "verify-ok", "Log in", routes.LOGIN)),
+            (
+                "ok",
+                _done(VerifyState.verify_message, "verify-ok", "Log in", VerifyState.verify_login),
+            ),
             (
                 "error",
                 _done(
@@ -240,14 +239,15 @@ def reset_page() -> rx.Component:
             ("done", _done(ResetState.reset_message, "reset-done", "Log in", routes.LOGIN)),
             (
                 "error",
-                rx.link(
-                    rx.button("Ask for a new link", size="3", width="100%", variant="soft"),
-                    href=routes.FORGOT,
-                    width="100%",
+                link_button(
+                    "Ask for a new link", href=routes.FORGOT, size="3", width="100%", variant="soft"
                 ),
             ),
             _checking(),
         ),
-        _footer_link("Changed your mind?", "Back to log in", routes.LOGIN),
+        rx.cond(
+            ResetState.reset_status != "done",  # done: its own "Log in" button is the way on
+            _footer_link("Changed your mind?", "Back to log in", routes.LOGIN),
+        ),
         subtitle="Changing it logs you out on every device.",
     )

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import reflex as rx
 
 from vgen_app import catalog
 from vgen_app.services import tasks
 from vgen_app.ui import format, routes
-from vgen_app.ui.layout import app_shell, notice_card, pager
+from vgen_app.ui.layout import app_shell, link_button, notice_card, pager
 from vgen_app.ui.session import SessionState
 
 PER_PAGE = 20
@@ -44,6 +45,7 @@ def task_row(r: tasks.TaskRow) -> TaskRow:
 
 
 class DashboardState(SessionState):
+    PAGE: ClassVar[str] = routes.HOME
     task_rows: list[TaskRow] = []
     tasks_page: int = 1
     tasks_pages: int = 1
@@ -65,6 +67,10 @@ class DashboardState(SessionState):
         if not await self._load_for_session():
             return self._login_redirect()
 
+    async def _on_change(self):
+        """A run started, moved on or ended (here or in another tab): the list shows it."""
+        await self._load_for_session()
+
     @rx.event
     async def go_to_page(self, page: int):
         self.tasks_page = int(page)
@@ -74,15 +80,19 @@ class DashboardState(SessionState):
 
 def _empty() -> rx.Component:
     return notice_card(
-        rx.icon("film", size=36, color="var(--gray-9)"),
+        rx.icon("film", size=36, color="var(--gray-9)", aria_hidden="true"),
         rx.heading("No tasks yet", size="4", as_="h2"),
         rx.text(
             "Create a task, upload your video, audio or photo, and run it.", color_scheme="gray"
         ),
-        rx.link(rx.button("Create your first task"), href=routes.TASKS_NEW),
+        link_button("Create your first task", href=routes.TASKS_NEW),
         padding="32px",
         id="tasks-empty",
     )
+
+
+# Columns a phone (< 30em) does without: the table stays within the screen.
+_WIDE = ["none", "table-cell"]
 
 
 def _table() -> rx.Component:
@@ -90,9 +100,9 @@ def _table() -> rx.Component:
         rx.table.header(
             rx.table.row(
                 rx.table.column_header_cell("Task"),
-                rx.table.column_header_cell("Model"),
+                rx.table.column_header_cell("Model", display=_WIDE),
                 rx.table.column_header_cell("Last run"),
-                rx.table.column_header_cell("Runs"),
+                rx.table.column_header_cell("Runs", display=_WIDE),
                 rx.table.column_header_cell("Created"),
             )
         ),
@@ -100,11 +110,13 @@ def _table() -> rx.Component:
             rx.foreach(
                 DashboardState.task_rows,
                 lambda row: rx.table.row(
-                    rx.table.cell(rx.link(row.name, href=row.href)),
-                    rx.table.cell(row.model),
+                    rx.table.row_header_cell(
+                        rx.link(row.name, href=row.href, overflow_wrap="anywhere")
+                    ),
+                    rx.table.cell(row.model, display=_WIDE),
                     rx.table.cell(format.status_badge(row.status, row.status_label)),
-                    rx.table.cell(row.runs),
-                    rx.table.cell(row.created),
+                    rx.table.cell(row.runs, display=_WIDE),
+                    rx.table.cell(format.local_time(row.created_iso)),
                 ),
             )
         ),
@@ -120,9 +132,8 @@ def dashboard_page() -> rx.Component:
             rx.hstack(
                 rx.heading("My tasks", size="7", as_="h1"),
                 rx.spacer(),
-                rx.link(
-                    rx.button(rx.icon("plus", size=16), "New task", id="new-task"),
-                    href=routes.TASKS_NEW,
+                link_button(
+                    rx.icon("plus", size=16), "New task", href=routes.TASKS_NEW, id="new-task"
                 ),
                 width="100%",
                 align="center",

@@ -45,6 +45,30 @@ def status_badge(status: rx.Var, label: rx.Var | None = None) -> rx.Component:
             status, *((s.value, color) for s, color in STATUS_COLOR.items()), "gray"
         ),
         variant="soft",
+        high_contrast=True,  # the soft badges' own text is below 4.5:1 at this size
+    )
+
+
+# The browser's own time zone and locale: `iso` is UTC with its offset (format.iso), so
+# `new Date(iso)` is the right instant wherever the browser is.
+_LOCAL = rx.vars.FunctionStringVar.create(
+    "((iso) => { const d = new Date(iso); return isNaN(d) ? '' : d.toLocaleString([], "
+    "{year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit'}); })"
+)
+_UTC = rx.vars.FunctionStringVar.create(
+    "((iso) => (iso || '').slice(0, 16).replace('T', ' ') + ' UTC')"
+)
+
+
+def local_time(iso_var: rx.Var, **props) -> rx.Component:
+    """A moment in the browser's local time; the UTC time on hover (its title) and in
+    `datetime`. `iso_var` is a row's ISO 8601 UTC field (format.iso)."""
+    iso_str = iso_var.to(str)
+    return rx.el.time(
+        _LOCAL.call(iso_str).to(str),
+        date_time=iso_str,
+        title=_UTC.call(iso_str).to(str),
+        **props,
     )
 
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import reflex as rx
 
 from vgen_app import catalog
 from vgen_app.db import run_db
 from vgen_app.services import tasks
-from vgen_app.ui.layout import app_shell, error_callout
+from vgen_app.ui import routes
+from vgen_app.ui.layout import app_shell, error_callout, label
 from vgen_app.ui.session import SessionState, signed_in
 
 
@@ -33,6 +35,7 @@ def model_card(m: catalog.ModelSpec) -> ModelCard:
 
 
 class NewTaskState(SessionState):
+    PAGE: ClassVar[str] = routes.TASKS_NEW
     new_task_error: str = ""
 
     @rx.var
@@ -64,6 +67,7 @@ def _model_choice(m: rx.Var) -> rx.Component:
             align="start",
         ),
         value=m.id,
+        align_items="start",
         id="model-" + m.id.to(str),
     )
 
@@ -75,17 +79,16 @@ def new_task_page() -> rx.Component:
             error_callout(NewTaskState.new_task_error),
             rx.form(
                 rx.vstack(
-                    rx.text("Choose a model", size="3", weight="medium"),
+                    rx.text("Choose a model", size="3", weight="medium", id="model-label"),
                     rx.radio_cards.root(
                         rx.foreach(NewTaskState.model_cards, _model_choice),
                         name="model",
                         default_value="lipsync",
                         columns={"initial": "1", "sm": "3"},
+                        aria_labelledby="model-label",
                         width="100%",
                     ),
-                    rx.text(
-                        "Name (optional)", size="2", weight="medium", as_="label", html_for="name"
-                    ),
+                    label("Name (optional)", "name"),
                     rx.input(
                         name="name",
                         id="name",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import ClassVar
 
 import reflex as rx
 
@@ -10,7 +11,7 @@ from vgen_app.adapters.payments import TestCheckout, get_payments
 from vgen_app.db import run_db
 from vgen_app.services import billing
 from vgen_app.ui import routes
-from vgen_app.ui.layout import app_shell, error_callout, page_card
+from vgen_app.ui.layout import app_shell, error_callout, link_button, page_card
 from vgen_app.ui.session import SessionState, signed_in
 
 CONFIRM_TIMEOUT_S = 90
@@ -19,6 +20,7 @@ CONFIRM_TIMEOUT_S = 90
 class PaymentSuccessState(SessionState):
     """Waits for the webhook (the only thing that credits) and shows the new balance."""
 
+    PAGE: ClassVar[str] = routes.TOKENS_SUCCESS
     payment_status: str = "waiting"  # waiting | paid | unknown | slow
     payment_tokens: str = ""
 
@@ -59,6 +61,7 @@ class PaymentSuccessState(SessionState):
 
 
 class TestCheckoutState(SessionState):
+    PAGE: ClassVar[str] = routes.TEST_CHECKOUT
     checkout_tokens: str = ""
     checkout_price: str = ""
     checkout_error: str = ""
@@ -103,7 +106,7 @@ class TestCheckoutState(SessionState):
 
 def _outcome(title: str, *body: rx.Component, back: bool = True, **props) -> rx.Component:
     """One state of the success page: a heading, what happened, the way back."""
-    back_link = rx.link(rx.button("Back to tokens"), href=routes.TOKENS)
+    back_link = link_button("Back to tokens", href=routes.TOKENS)
     return rx.vstack(
         rx.heading(title, size="5", as_="h1"),
         *body,
@@ -122,7 +125,9 @@ def payment_success_page() -> rx.Component:
     )
     unknown = _outcome(
         "Payment not found",
-        rx.text("We could not find this payment in your account.", color_scheme="gray"),
+        rx.text(
+            "We could not find this payment in your account.", color_scheme="gray", align="center"
+        ),
     )
     slow = _outcome(
         "Still confirming…",
@@ -136,7 +141,7 @@ def payment_success_page() -> rx.Component:
     waiting = _outcome(
         "Confirming your payment…",
         rx.text("This usually takes a few seconds. No need to reload.", color_scheme="gray"),
-        rx.progress(duration="30s", width="240px"),
+        rx.progress(duration="30s", width="240px", max_width="100%", aria_label="Confirming"),
         back=False,
         id="payment-waiting",
     )
@@ -202,9 +207,11 @@ def test_checkout_page() -> rx.Component:
                                 color_scheme="orange",
                                 id="test-pay",
                             ),
-                            rx.link(
-                                rx.button("Cancel", variant="soft", color_scheme="gray"),
+                            link_button(
+                                "Cancel",
                                 href=f"{routes.TOKENS}?canceled=1",
+                                variant="soft",
+                                color_scheme="gray",
                             ),
                             spacing="3",
                         ),

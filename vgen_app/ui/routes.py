@@ -8,6 +8,7 @@ VERIFY = "/verify"
 FORGOT = "/forgot"
 RESET = "/reset"
 TASKS_NEW = "/tasks/new"
+TASK = "/tasks/[task_id]"  # the route pattern of a task page
 TOKENS = "/tokens"
 TOKENS_SUCCESS = "/tokens/success"
 TEST_CHECKOUT = "/checkout/test"

@@ -5,14 +5,16 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import uuid
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import quote
 
 import reflex as rx
 from reflex.istate.proxy import StateProxy
 from sqlmodel import Session
 
+from vgen_app.adapters.changes import get_feed
 from vgen_app.db import read_only, run_db
 from vgen_app.services import clientinfo, sessions
 from vgen_app.services.accounts import ClientInfo
@@ -21,6 +23,18 @@ from vgen_app.services.sessions import SessionUser
 from vgen_app.ui import routes
 
 T = TypeVar("T")
+
+# How often a page's follower wakes with nothing changed, to see whether its tab is still open.
+FOLLOW_CHECK_S = 30.0
+
+
+def _always_connected(client_token: str) -> bool:
+    return True
+
+
+# Is this tab's socket still connected to this process? Set by the app's wiring (vgen_app.py),
+# which has the socket server; a follower of a closed tab ends at its next check.
+tab_connected: Callable[[str], bool] = _always_connected
 
 
 class _SessionGuard:
@@ -77,8 +91,9 @@ async def _refused(state: Any) -> rx.event.EventSpec | None:
     if isinstance(state, StateProxy) and not state._is_mutable():
         async with state:
             return await _refused(state)
+    was_signed_in = state.authenticated
     if await state.current_user() is None:
-        return state._login_redirect()
+        return state._login_redirect(ended=was_signed_in)
     return None
 
 
@@ -120,21 +135,100 @@ class SessionState(_SessionGuard, rx.State):
     balance: int = 0
     authenticated: bool = False
     _user_id: str = ""  # backend only: for logs
+    _page: str = ""  # the route this tab shows (see enter_page)
+    _follower: str = ""  # the id of this tab's running `follow`, "" when none
+    # A page's state names its route: what the page shows is forgotten when the tab leaves it.
+    PAGE: ClassVar[str] = ""
 
     @rx.var
     def balance_label(self) -> str:
         return f"{self.balance:,}"
 
-    def _login_redirect(self) -> rx.event.EventSpec:
+    def _login_redirect(self, ended: bool = False) -> rx.event.EventSpec:
+        """To the login page, back here after it; `ended`: this tab was signed in (the login
+        page then says the session has ended)."""
         path = self.router.url.path or "/"
         query = self.router.url.query
         target = path + (f"?{query}" if query else "")
-        return rx.redirect(f"{routes.LOGIN}?next={quote(target, safe='')}")
+        notice = "&ended=1" if ended else ""
+        return rx.redirect(f"{routes.LOGIN}?next={quote(target, safe='')}{notice}")
+
+    @rx.event
+    async def enter_page(self):
+        """The first `on_load` of every page: the pages this tab has left forget what they showed
+        (errors, notices, results). Not the entered page: its own `on_load` resetting its state
+        would wipe out a form submitted right after the page loaded."""
+        path = _route(self.router.route_id)  # the route pattern, e.g. "/tasks/[task_id]"
+        if path == self._page:
+            return
+        self._page = path
+        for state in _page_states(self):  # an event on this state loads all of them (one MGET)
+            if state.PAGE != path:
+                state.reset()
 
     @rx.event
     @signed_in
     async def require_login(self):
-        """`on_load` of the protected pages with nothing else to load."""
+        """`on_load` of the protected pages with nothing else to load (nor to follow)."""
+
+    async def _on_change(self) -> Any:
+        """A page's reaction to a change of its user's data (runs, balance, status), under the
+        state's lock, the session already re-checked: reload what the page shows. May return an
+        event to send (e.g. start following a run). It runs in the follower's background task,
+        whose `self.router` is the one of the event that started it: read the page's own state
+        (ids it loaded), never the router."""
+        return None
+
+    @rx.event(background=True)
+    @signed_in
+    async def follow(self):
+        """Keep this tab's open page up to date with what changes elsewhere: another tab, the
+        generation worker, a payment, an operator. It waits on the user's change feed: no query
+        while nothing changes; on a change, the session is re-checked (a block or a reset sends
+        the tab to log in), the header's balance and the page reload. One per tab (the newest)."""
+        me = uuid.uuid4().hex
+        async with self:
+            # The newest wins: a page loaded again (maybe by another worker) takes over at once;
+            # the one it replaces ends at its next wake-up.
+            self._follower = me
+            user_id, client_token = self._user_id, self.router.session.client_token
+        feed = get_feed()
+        seen = feed.version(user_id)
+        try:
+            while True:
+                version = await feed.wait(user_id, seen, FOLLOW_CHECK_S)
+                if not tab_connected(client_token):
+                    return
+                if version == seen:  # nothing changed: still this tab's follower?
+                    async with self:
+                        if self._follower != me:
+                            return
+                    continue
+                seen = version
+                async with self:
+                    if self._follower != me:
+                        return
+                    was_signed_in = self.authenticated
+                    user = await self.current_user()
+                    if user is None or user.user_id != user_id:
+                        to_login, then = self._login_redirect(ended=was_signed_in), None
+                    else:
+                        to_login, then = None, await self._page_on_change()
+                if to_login is not None:
+                    yield to_login
+                    return
+                if then is not None:
+                    yield then
+        finally:
+            async with self:
+                if self._follower == me:
+                    self._follower = ""
+
+    async def _page_on_change(self) -> Any:
+        for state in _page_states(self):
+            if state.PAGE == self._page:
+                return await state._on_change()
+        return None
 
     @rx.event
     async def check_session(self):
@@ -154,5 +248,21 @@ class SessionState(_SessionGuard, rx.State):
         return rx.call_script(
             f"fetch({json.dumps(routes.api(routes.LOGOUT_ROUTE))}, "
             "{method: 'POST', credentials: 'include'})"
-            f".finally(() => window.location.assign({json.dumps(routes.LOGIN)}))"
+            f".finally(() => window.location.assign({json.dumps(routes.LOGIN + '?logged_out=1')}))"
         )
+
+
+def _route(pattern: str) -> str:
+    """The page's route as `ui/routes.py` writes it (Reflex calls the home page "/index")."""
+    pattern = pattern.rstrip("/")
+    return "/" if pattern in ("", "/index") else pattern
+
+
+def _page_states(state: rx.State) -> list[rx.State]:
+    """Every state below `state` in its tree that serves a page (has a PAGE)."""
+    found = []
+    for sub in state.substates.values():
+        if sub.PAGE:
+            found.append(sub)
+        found.extend(_page_states(sub))
+    return found

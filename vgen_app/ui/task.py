@@ -4,8 +4,10 @@ runs followed live while one is in flight. The page itself is `ui/task_page.py`.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from dataclasses import dataclass
+from typing import ClassVar
 
 import reflex as rx
 
@@ -97,7 +99,13 @@ def run_row(r: Run) -> RunRow:
     )
 
 
+def _tab_title(name: str) -> rx.event.EventSpec:
+    """The browser tab says which task it is (the page's static title is only "Task")."""
+    return rx.call_script(f"document.title = {json.dumps(f'{name} · vgen')}")
+
+
 class TaskState(SessionState):
+    PAGE: ClassVar[str] = routes.TASK
     task_id: str = ""
     task_name: str = ""
     task_model: str = ""
@@ -148,18 +156,31 @@ class TaskState(SessionState):
     @rx.event
     @signed_in
     async def on_load(self):
-        self.task_id = self._path_task_id()
-        self.task_missing, self.task_error, self.run_error = False, "", ""
-        self.run_needs_topup = False
-        self._reset_slots()
-        self.run_rows = []
+        task_id = self._path_task_id()
+        if task_id != self.task_id:  # another task: nothing of the last one stays on the page
+            self.task_id, self.task_name = task_id, ""
+            self.task_missing, self.task_error, self.run_error = False, "", ""
+            self.run_needs_topup = False
+            self._reset_slots()
+            self.run_rows = []
         try:
             await self._refresh(self._user_id)
         except tasks.NotFound:
             self.task_missing = True
-            return
-        if self.in_flight:
-            return TaskState.watch
+            return _tab_title("Task not found")
+        return [_tab_title(self.task_name), *([TaskState.watch] if self.in_flight else [])]
+
+    async def _on_change(self):
+        """Another tab ran it, or the worker moved a run on: show it, and follow a run in
+        flight (`watch`)."""
+        if not self.task_id:
+            return None
+        try:
+            await self._refresh(self._user_id)
+        except tasks.NotFound:
+            self.task_missing = True
+            return None
+        return TaskState.watch if self.in_flight and not self._watcher else None
 
     @rx.event(background=True)
     @signed_in
@@ -203,6 +224,7 @@ class TaskState(SessionState):
     @signed_in
     async def run(self):
         self.run_error, self.run_needs_topup = "", False
+        self.task_id = self._path_task_id()  # the page's own: also right after a server restart
         try:
             await run_db(runs.start_run, self._user_id, self.task_id)
         except runs.InsufficientTokens as exc:
@@ -211,6 +233,9 @@ class TaskState(SessionState):
             return
         except tasks.TaskError as exc:
             self.run_error = exc.message
+            if exc.code == "busy":  # started elsewhere (another tab): show that run, follow it
+                await self._refresh(self._user_id)
+                return TaskState.watch if self.in_flight else None
             return
         await self._refresh(self._user_id)
         await self.refresh_user()  # the debit shows in the header
@@ -227,7 +252,7 @@ class TaskState(SessionState):
         """Stream one file into a slot (`uploads.spool_and_ingest`: never whole in memory, the
         size limit enforced while it streams)."""
         async with self:
-            user_id, task_id = self._user_id, self.task_id
+            user_id, task_id = self._user_id, self._path_task_id()
             if slot in self.upload_error:
                 self.upload_error[slot] = ""
                 self.uploading[slot] = True
@@ -237,6 +262,8 @@ class TaskState(SessionState):
         try:
             _task, spec_slot = await run_db(tasks.upload_target, user_id, task_id, slot)
             error = await uploads.spool_and_ingest(chunks, user_id, task_id, spec_slot)
+            if error == uploads.NO_FILE:
+                error = ""  # a drop the browser refused: its toast already said why
         except tasks.TaskError as exc:
             error = exc.message
         async with self:

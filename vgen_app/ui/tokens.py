@@ -3,19 +3,41 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, ClassVar
 
 import reflex as rx
 
+from vgen_app import clock
 from vgen_app.adapters.payments import get_payments
 from vgen_app.db import run_db
 from vgen_app.models import LedgerEntry
 from vgen_app.services import billing, ledger
-from vgen_app.ui import format
+from vgen_app.ui import format, routes
 from vgen_app.ui.layout import app_shell, error_callout, info_callout, notice_card, pager
 from vgen_app.ui.session import SessionState, signed_in
 
 PER_PAGE = 20
+
+_MINUTE, _HOUR, _DAY = 60_000, 3_600_000, 86_400_000
+# Tick steps of the chart's time axis (ms), the smallest giving at most _TICKS ticks is used;
+# past a few weeks the ticks are the first days of months.
+_STEPS = (
+    _MINUTE,
+    5 * _MINUTE,
+    15 * _MINUTE,
+    30 * _MINUTE,
+    _HOUR,
+    3 * _HOUR,
+    6 * _HOUR,
+    12 * _HOUR,
+    _DAY,
+    2 * _DAY,
+    7 * _DAY,
+)
+_MONTH_STEPS = (1, 2, 3, 6, 12, 24, 60)
+_TICKS = 5
+_MIN_SPAN = 20 * _MINUTE  # a chart of changes made a moment ago still spans 20 minutes
 
 
 @dataclass
@@ -48,12 +70,60 @@ def history_row(e: LedgerEntry) -> HistoryRow:
     )
 
 
+def _ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+def _month_starts(start: int, end: int, months: int) -> list[int]:
+    """The first days of every `months`-th month (UTC) between start and end."""
+    day = datetime.fromtimestamp(start / 1000, UTC)
+    index = (day.year * 12 + day.month - 1) // months * months
+    ticks = []
+    while (at := _ms(datetime(index // 12, index % 12 + 1, 1, tzinfo=UTC))) <= end:
+        if at >= start:
+            ticks.append(at)
+        index += months
+    return ticks
+
+
+def time_ticks(start: int, end: int) -> list[int]:
+    """Up to _TICKS round moments (UTC) between start and end, all distinct: minutes or hours,
+    midnights, or the first days of months."""
+    span = max(end - start, 1)
+    for step in _STEPS:
+        if span / step <= _TICKS:
+            first = -(-start // step) * step
+            return list(range(first, end + 1, step))
+    for months in _MONTH_STEPS:
+        ticks = _month_starts(start, end, months)
+        if len(ticks) <= _TICKS:
+            return ticks
+    return [start, end]
+
+
+def chart_points(series: list[tuple[str, int]], now: datetime) -> dict[str, Any]:
+    """The balance line on a time axis: points (epoch ms, balance) up to now, the axis' domain
+    and its ticks."""
+    points = [{"ms": _ms(datetime.fromisoformat(at)), "balance": b} for at, b in series]
+    if not points:
+        return {"points": [], "domain": [], "ticks": []}
+    start, end = points[0]["ms"], max(_ms(now), points[-1]["ms"])
+    points.append({"ms": end, "balance": points[-1]["balance"]})  # the balance holds until now
+    if end - start < _MIN_SPAN:  # changes a moment ago: in the middle of a short stretch
+        pad = (_MIN_SPAN - (end - start)) // 2
+        start, end = start - pad, end + pad
+    return {"points": points, "domain": [start, end], "ticks": time_ticks(start, end)}
+
+
 class TokensState(SessionState):
+    PAGE: ClassVar[str] = routes.TOKENS
     history_rows: list[HistoryRow] = []
     history_page: int = 1
     history_pages: int = 1
     history_total: int = 0
-    chart: list[dict[str, Any]] = []
+    chart: list[dict[str, Any]] = []  # {"ms": epoch ms, "balance": tokens}, oldest first
+    chart_domain: list[int] = []
+    chart_ticks: list[int] = []
     buy_error: str = ""
     buying: str = ""
     tokens_notice: str = ""
@@ -72,7 +142,9 @@ class TokensState(SessionState):
         self.history_rows = [history_row(e) for e in page.entries]
         if with_chart:  # up to 500 points: not re-read and re-sent for each history page
             series = await run_db(ledger.balance_series, user_id)
-            self.chart = [{"t": at[:16].replace("T", " "), "balance": b} for at, b in series]
+            chart = chart_points(series, clock.now())
+            self.chart, self.chart_domain = chart["points"], chart["domain"]
+            self.chart_ticks = chart["ticks"]
 
     @rx.event
     @signed_in
@@ -84,6 +156,10 @@ class TokensState(SessionState):
             else ""
         )
         self.history_page = 1
+        await self._load(self._user_id)
+
+    async def _on_change(self):
+        """A payment, a run or a refund (here or elsewhere): the history and the chart show it."""
         await self._load(self._user_id)
 
     @rx.event
@@ -124,6 +200,7 @@ def _package_card(pkg: rx.Var) -> rx.Component:
                 loading=TokensState.buying == pkg.id,
                 disabled=TokensState.buying != "",
                 width="100%",
+                aria_label="Buy " + pkg.tokens + " tokens for " + pkg.price,
                 id="buy-" + pkg.id.to(str),
             ),
             spacing="2",
@@ -133,6 +210,10 @@ def _package_card(pkg: rx.Var) -> rx.Component:
         flex="1",
         min_width="180px",
     )
+
+
+# A column a phone (< 30em) does without (the chart above shows the balance).
+_WIDE = ["none", "table-cell"]
 
 
 def _history() -> rx.Component:
@@ -149,14 +230,14 @@ def _history() -> rx.Component:
                         rx.table.column_header_cell("When"),
                         rx.table.column_header_cell("What"),
                         rx.table.column_header_cell("Change", justify="end"),
-                        rx.table.column_header_cell("Balance after", justify="end"),
+                        rx.table.column_header_cell("Balance after", justify="end", display=_WIDE),
                     )
                 ),
                 rx.table.body(
                     rx.foreach(
                         TokensState.history_rows,
                         lambda row: rx.table.row(
-                            rx.table.cell(row.when),
+                            rx.table.cell(format.local_time(row.when_iso)),
                             rx.table.cell(row.what),
                             rx.table.cell(
                                 rx.text(
@@ -166,7 +247,7 @@ def _history() -> rx.Component:
                                 ),
                                 justify="end",
                             ),
-                            rx.table.cell(row.after, justify="end"),
+                            rx.table.cell(row.after, justify="end", display=_WIDE),
                         ),
                     )
                 ),
@@ -181,23 +262,56 @@ def _history() -> rx.Component:
     )
 
 
+# The chart's labels in the browser's locale and time zone. Ticks at midnight UTC (steps of a
+# day or more) are labelled with their date, the first of a month with month and year.
+_TIME_TICK = """(v) => {
+  const d = new Date(v);
+  if (v % 86400000 !== 0) return d.toLocaleTimeString([], {hour: '2-digit', minute: '2-digit'});
+  if (d.getUTCDate() === 1) {
+    return d.toLocaleDateString([], {month: 'short', year: 'numeric', timeZone: 'UTC'});
+  }
+  return d.toLocaleDateString([], {month: 'short', day: 'numeric', timeZone: 'UTC'});
+}"""
+_TIME_LABEL = (
+    "(v) => new Date(v).toLocaleString([], "
+    "{year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit'})"
+)
+_THOUSANDS = "(v) => Number(v).toLocaleString()"
+_TOOLTIP_VALUE = "(v) => [Number(v).toLocaleString() + ' tokens', 'Balance']"
+
+
 def _chart() -> rx.Component:
     return rx.cond(
         TokensState.chart.length() > 0,
         rx.card(
-            rx.text("Balance over time", size="2", weight="medium"),
+            rx.heading("Balance over time", size="2", weight="medium", as_="h3"),
             rx.recharts.area_chart(
                 rx.recharts.cartesian_grid(stroke_dasharray="3 3", vertical=False),
                 rx.recharts.area(
                     data_key="balance",
-                    type_="linear",
+                    name="Balance",
+                    type_="stepAfter",
                     stroke="var(--accent-9)",
                     fill="var(--accent-4)",
                     is_animation_active=False,
                 ),
-                rx.recharts.x_axis(data_key="t", tick={"fontSize": 11}),
-                rx.recharts.y_axis(tick={"fontSize": 11}, width=70),
-                rx.recharts.graphing_tooltip(),
+                rx.recharts.x_axis(
+                    data_key="ms",
+                    type_="number",
+                    scale="time",
+                    domain=TokensState.chart_domain,
+                    ticks=TokensState.chart_ticks,
+                    tick_formatter=_TIME_TICK,
+                    tick={"fontSize": 11},
+                ),
+                rx.recharts.y_axis(tick={"fontSize": 11}, width=64, tick_formatter=_THOUSANDS),
+                rx.recharts.graphing_tooltip(
+                    separator=": ",
+                    custom_attrs={
+                        "labelFormatter": rx.Var(_TIME_LABEL),
+                        "formatter": rx.Var(_TOOLTIP_VALUE),
+                    },
+                ),
                 data=TokensState.chart,
                 width="100%",
                 height=220,
@@ -236,7 +350,7 @@ def tokens_page() -> rx.Component:
             ),
             rx.flex(
                 rx.foreach(TokensState.package_cards, _package_card),
-                gap="3",
+                spacing="3",
                 wrap="wrap",
                 width="100%",
             ),
