@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from sqlmodel import select
+from sqlmodel import col, select
 
 from tests.helpers import ingest, make_user
 from vgen_app.adapters import media
@@ -376,6 +376,18 @@ def _statuses() -> Counter:
         return Counter(db.exec(select(Run.status)).all())
 
 
+def _submitted(run_ids: list[str]) -> bool:
+    with session_scope() as db:
+        return (
+            db.exec(
+                select(Run.id).where(
+                    col(Run.id).in_(run_ids), col(Run.provider_job_id).is_not(None)
+                )
+            ).first()
+            is not None
+        )
+
+
 def _wait_for(predicate, timeout: float, what: str, app: App | None = None) -> float:
     started = time.monotonic()
     while not predicate():
@@ -442,7 +454,11 @@ def test_kill_9_of_the_app_with_50_runs_in_flight_then_restart(
         run_ids = _start_runs(uid, early)
         # Let the first results land, then start the rest and pull the plug at once.
         _wait_for(lambda: _statuses()["succeeded"] >= 3, 60, "first results", first)
-        run_ids += _start_runs(uid, late)
+        late_ids = _start_runs(uid, late)
+        run_ids += late_ids
+        # Pull the plug once the worker has handed at least one late run to the simulator: its
+        # job (SIM_DELAY_S long) is then surely unfinished, whatever the early ones' timing.
+        _wait_for(lambda: _submitted(late_ids), 30, "a late run submitted", first)
         at_kill = _statuses()
         first.kill9()
         kill_s = time.monotonic() - runs_started
