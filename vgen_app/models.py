@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -18,6 +19,7 @@ from sqlalchemy import (
     String,
     TypeDecorator,
     UniqueConstraint,
+    true,
 )
 from sqlmodel import AutoString, Field, SQLModel
 
@@ -132,6 +134,7 @@ class RunStatus(StrEnum):
     PROCESSING = "processing"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELED = "canceled"  # by its owner while still queued: refunded like a failure
 
 
 class LinkPurpose(StrEnum):
@@ -157,6 +160,10 @@ class User(SQLModel, table=True):
     # utm_* parameters the visitor arrived with (campaign attribution).
     signup_utm: dict[str, str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     created_at: datetime = stamped()
+    # An e-mail when a run finishes (succeeded or failed); the account page turns it off.
+    run_mails: bool = Field(
+        default=True, sa_column=Column(Boolean, nullable=False, server_default=true())
+    )
 
 
 class OneTimeLink(SQLModel, table=True):
@@ -290,6 +297,8 @@ class Task(SQLModel, table=True):
     name: str = Field(max_length=120)
     created_at: datetime = stamped()
     updated_at: datetime = stamped()
+    # Deleted by its owner: its files are gone from storage, the row stays for the ledger's sake.
+    deleted_at: datetime | None = moment(nullable=True)
 
 
 class TaskInput(SQLModel, table=True):
@@ -333,10 +342,13 @@ class Run(SQLModel, table=True):
     error: str | None = Field(default=None, max_length=1000)
     result_key: str | None = Field(default=None, max_length=500)
     result_bytes: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    poster_key: str | None = Field(default=None, max_length=500)  # a frame of the result (JPEG)
     refunded_at: datetime | None = moment(nullable=True)
     created_at: datetime = stamped()
     submitted_at: datetime | None = moment(nullable=True)
     finished_at: datetime | None = moment(nullable=True)
+    # The run-finished e-mail went out (or was not wanted): sent once per run.
+    finished_mail_at: datetime | None = moment(nullable=True)
     updated_at: datetime = stamped()
 
 

@@ -128,7 +128,7 @@ def test_alembic_migrations(fake: FakeD1) -> None:
     """env.py registers the `cloudflare_d1` impl; 0002's INTEGER -> BIGINT (a no-op on SQLite,
     which has no ALTER COLUMN) is skipped, so a fresh database migrates to head, and again."""
     migrate(fake.url())
-    assert one(fake, "SELECT version_num FROM alembic_version") == "0004"
+    assert one(fake, "SELECT version_num FROM alembic_version") == "0005"
     names = {r[0] for r in fake.db.execute("SELECT name FROM sqlite_master")}
     assert {"users", "ledger_entries", "payment_credits", "runs", "leases"} <= names
     assert not [s for s in fake.log if "ALTER COLUMN" in s.upper()]
