@@ -36,7 +36,11 @@ def lock_statement(owner_id: str, task_id: str) -> Update:
     no row for anyone else's task."""
     return (
         update(Task)
-        .where(col(Task.id) == task_id, col(Task.owner_id) == owner_id)
+        .where(
+            col(Task.id) == task_id,
+            col(Task.owner_id) == owner_id,
+            col(Task.deleted_at).is_(None),
+        )
         .values(updated_at=clock.now())
     )
 
@@ -74,7 +78,7 @@ def create_task(db: Session, owner_id: str, model_id: str, name: str | None = No
 def get_task(db: Session, owner_id: str, task_id: str) -> Task:
     task = db.get(Task, task_id) if is_id(task_id) else None
     end_read(db)
-    if task is None or task.owner_id != owner_id:
+    if task is None or task.owner_id != owner_id or task.deleted_at is not None:
         raise NotFound()
     return task
 
@@ -105,15 +109,16 @@ class TaskPage:
 @read_only
 def list_tasks(db: Session, owner_id: str, page: int = 1, per_page: int = 20) -> TaskPage:
     """My tasks, newest first, with the status of each one's latest run (two queries, no N+1)."""
+    mine = (col(Task.owner_id) == owner_id, col(Task.deleted_at).is_(None))
     total = int(
-        db.exec(select(func.count()).select_from(Task).where(Task.owner_id == owner_id)).one()
+        db.exec(select(func.count()).select_from(Task).where(*mine)).one()
     )
     pages = max(1, -(-total // per_page))
     page = min(max(1, page), pages)
     tasks = list(
         db.exec(
             select(Task)
-            .where(Task.owner_id == owner_id)
+            .where(*mine)
             .order_by(col(Task.created_at).desc(), col(Task.id))
             .offset((page - 1) * per_page)
             .limit(per_page)
@@ -177,7 +182,7 @@ def task_view(db: Session, owner_id: str, task_id: str, runs_limit: int = 20) ->
     """The task page's data for its owner (NotFound for anyone else): four bounded queries, one
     thread hop for the caller — the page refreshes this every second while a run is in flight."""
     task = db.get(Task, task_id) if is_id(task_id) else None
-    if task is None or task.owner_id != owner_id:
+    if task is None or task.owner_id != owner_id or task.deleted_at is not None:
         end_read(db)
         raise NotFound()
     inputs = {
