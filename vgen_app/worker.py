@@ -13,7 +13,7 @@ from vgen_app.adapters.generation import get_generation
 from vgen_app.adapters.storage import get_storage
 from vgen_app.config import get_settings
 from vgen_app.db import run_db
-from vgen_app.services import leases, ratelimit, run_worker, shipping
+from vgen_app.services import leases, ratelimit, run_mails, run_worker, shipping
 
 log = logging.getLogger("vgen.worker")
 
@@ -49,7 +49,9 @@ def generation_round() -> run_worker.StepReport | None:
 
     if not with_db(leases.acquire, GENERATION_LEASE, holder(), get_settings().worker_lease_seconds):
         return None
-    return with_db(run_worker.step, get_generation(), get_storage())
+    report = with_db(run_worker.step, get_generation(), get_storage())
+    with_db(run_mails.send_finished)
+    return report
 
 
 async def generation_worker() -> None:

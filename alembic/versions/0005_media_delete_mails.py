@@ -25,6 +25,11 @@ def upgrade() -> None:
         "runs", sa.Column("poster_key", sqlmodel.sql.sqltypes.AutoString(length=500), nullable=True)
     )
     op.add_column("runs", sa.Column("finished_mail_at", UTCDateTime(timezone=True), nullable=True))
+    # Runs that finished before this: no run-finished e-mail for them now.
+    op.execute(
+        "UPDATE runs SET finished_mail_at = finished_at "
+        "WHERE status IN ('succeeded', 'failed', 'canceled')"
+    )
     op.add_column("tasks", sa.Column("deleted_at", UTCDateTime(timezone=True), nullable=True))
     op.add_column(
         "users", sa.Column("run_mails", sa.Boolean(), nullable=False, server_default=sa.true())

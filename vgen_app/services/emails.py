@@ -32,9 +32,10 @@ def _html(title: str, intro: str, button: str | None, link: str | None, outro: s
     )
 
 
-def _link_mail(to: str, kind: str, link: str) -> Mail:
-    """A mail whose point is one link, in the words `mails.toml` has for `kind`."""
-    words = LINK_MAILS[kind]
+def _link_mail(to: str, kind: str, link: str, **fill: object) -> Mail:
+    """A mail whose point is one link, in the words `mails.toml` has for `kind` (its {names}
+    filled in from `fill`)."""
+    words = {k: v.format(**fill) if fill else v for k, v in LINK_MAILS[kind].items()}
     return Mail(
         to=to,
         subject=words["subject"],
@@ -50,6 +51,17 @@ def activation_mail(to: str, token: str) -> Mail:
 
 def reset_mail(to: str, token: str) -> Mail:
     return _link_mail(to, "reset", get_settings().link(f"/reset?token={token}"))
+
+
+def run_finished_mail(
+    to: str, task_id: str, task: str, attempt: int, succeeded: bool, reason: str, tokens: int
+) -> Mail:
+    """A run ended: the result is ready (a link to watch it), or it failed (why, tokens back)."""
+    kind = "run_succeeded" if succeeded else "run_failed"
+    link = get_settings().link(f"/tasks/{task_id}")
+    return _link_mail(
+        to, kind, link, task=task, attempt=attempt, reason=reason, tokens=f"{tokens:,}"
+    )
 
 
 def already_registered_mail(to: str) -> Mail:

@@ -4,10 +4,12 @@ its owner only. The worker's steps that drive them are in `run_worker`."""
 from __future__ import annotations
 
 import logging
+import re
 
 from sqlalchemy import (
     JSON,
     BigInteger,
+    ColumnElement,
     Float,
     Integer,
     String,
@@ -171,6 +173,45 @@ def fail_run(db: Session, run_id: str, error: str) -> bool:
     One batch: the run's conditional UPDATE (in flight → failed; on PostgreSQL it holds the run's
     row lock until commit), then the refund, guarded on the run being failed and not refunded
     yet. A second call, concurrent or later, finds the run not in flight and the refund written."""
+    return _end_and_refund(db, run_id, error, RunStatus.FAILED, col(Run.status).in_(IN_FLIGHT))
+
+
+CANCELED = "Canceled before it started: the tokens are back."
+
+
+def cancel_run(db: Session, owner_id: str, run_id: str) -> bool:
+    """Cancel the owner's run that is still queued (not handed to the generation service yet)
+    and refund it — exactly once, the same guard as a failure. False when it is not cancelable
+    (anyone else's, already submitted, finished, or canceled before): nothing changes."""
+    if not is_id(run_id):
+        return False
+    still_queued = and_(
+        col(Run.owner_id) == owner_id,
+        col(Run.status) == RunStatus.QUEUED,
+        col(Run.provider_job_id).is_(None),
+    )
+    return _end_and_refund(db, run_id, CANCELED, RunStatus.CANCELED, still_queued)
+
+
+GENERIC_FAILURE = "The generation failed on these materials. Try other files; the tokens are back."
+_TECHNICAL = re.compile(r"0x[0-9a-f]{6,}|\n|Traceback|ffmpeg|libav|@ 0x", re.IGNORECASE)
+
+
+def plain_reason(error: str) -> str:
+    """What the user is shown of a failure: a short plain sentence. A technical dump (a tool's
+    stderr, memory addresses, several lines) becomes a generic reason; the operator's log keeps
+    the detail."""
+    error = (error or "").strip()
+    if not error or len(error) > 200 or _TECHNICAL.search(error):
+        return GENERIC_FAILURE
+    return error
+
+
+def _end_and_refund(
+    db: Session, run_id: str, error: str, status: RunStatus, unfinished: ColumnElement[bool]
+) -> bool:
+    """End a run that is `unfinished` as `status`, with its refund, in one batch (see fail_run)."""
+    shown = plain_reason(error)
     found = db.exec(select(Run.owner_id, Run.price, Run.attempt).where(Run.id == run_id)).first()
     if found is None:
         db.rollback()
@@ -182,9 +223,9 @@ def fail_run(db: Session, run_id: str, error: str) -> bool:
         col(LedgerEntry.action) == LedgerAction.REFUND,
         col(LedgerEntry.reference) == run_id,
     )
-    failed_here = exists().where(
+    ended_here = exists().where(
         col(Run.id) == run_id,
-        col(Run.status) == RunStatus.FAILED,
+        col(Run.status) == status,
         col(Run.refunded_at).is_not(None),
     )
     op = ledger.BalanceOp(
@@ -193,16 +234,16 @@ def fail_run(db: Session, run_id: str, error: str) -> bool:
         LedgerAction.REFUND,
         reference=run_id,
         note=f"refund of attempt {attempt}",
-        guard=and_(failed_here, ~refunded),
+        guard=and_(ended_here, ~refunded),
         now=now,
     )
     batch = Batch()
     batch.add(
         update(Run)
-        .where(col(Run.id) == run_id, col(Run.status).in_(IN_FLIGHT))
+        .where(col(Run.id) == run_id, unfinished)
         .values(
-            status=RunStatus.FAILED,
-            error=error[:1000],
+            status=status,
+            error=shown,
             finished_at=now,
             updated_at=now,
             refunded_at=now,
@@ -216,7 +257,7 @@ def fail_run(db: Session, run_id: str, error: str) -> bool:
     refresh_loaded(db, Run, run_id)
     changes.touch(db, owner_id)
     db.commit()
-    log.info("run %s failed (%s); refunded %d tokens", run_id, error, price)
+    log.info("run %s %s (%s); refunded %d tokens", run_id, status, error[:4000], price)
     return True
 
 

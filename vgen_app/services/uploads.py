@@ -125,3 +125,26 @@ async def spool_and_ingest(
     except TaskError as exc:
         return exc.message
     return ""
+
+
+def purge(keys: list[str]) -> int:
+    """Remove these files from storage (blocking: a worker thread), each tried twice; a file that
+    cannot be removed is logged as an error for the operator. Returns how many are gone."""
+    storage = get_storage()
+    gone = 0
+    for key in keys:
+        for attempt in (1, 2):
+            try:
+                storage.delete(key)
+                gone += 1
+                break
+            except Exception:  # logged; the next key is still removed
+                if attempt == 2:
+                    log.exception("could not delete %s from storage", key)
+    return gone
+
+
+def delete_task(owner_id: str, task_id: str) -> int:
+    """Delete the owner's task and remove its files from storage (blocking: a worker thread).
+    The rows change first (tasks.delete_task, one transaction); then the files go."""
+    return purge(with_db(tasks.delete_task, owner_id, task_id))
