@@ -97,6 +97,8 @@ PUBLIC = {
 # Touch only this tab's UI, no user data.
 UI_ONLY = {
     "TaskState.upload_progress": "moves this tab's upload progress bar",
+    "TaskState.start_rename": "shows this tab's rename field",
+    "TaskState.stop_rename": "hides this tab's rename field",
     "ProbeState.noop": "the benchmarks' floor: writes the caller's number into its own int",
 }
 # Read or change a user's data: must check the session.
@@ -105,11 +107,18 @@ GUARDED = {
     "SessionState.follow",
     "DashboardState.on_load",
     "DashboardState.go_to_page",
+    "DashboardState.filter_status",
+    "DashboardState.filter_model",
+    "DashboardState.search_tasks",
+    "DashboardState.clear_filters",
     "NewTaskState.create",
     "TaskState.on_load",
     "TaskState.watch",
     "TaskState.run",
     "TaskState.upload_slot",
+    "TaskState.rename",
+    "TaskState.delete",
+    "TaskState.cancel",
     "TokensState.on_load",
     "TokensState.go_to_page",
     "TokensState.buy",
@@ -262,11 +271,16 @@ ARGS: dict[str, Callable[[Victim, dict[str, Path]], tuple]] = {
         {"password": "new password 9", "confirm": "new password 9"},
     ),
     "DashboardState.go_to_page": lambda v, s: (1,),
+    "DashboardState.filter_status": lambda v, s: ("failed",),
+    "DashboardState.filter_model": lambda v, s: ("lipsync",),
+    "DashboardState.search_tasks": lambda v, s: (v.task_name[:6],),
     "TokensState.go_to_page": lambda v, s: (1,),
     "NewTaskState.create": lambda v, s: ({"model": "lipsync", "name": "attacker task"},),
     "TokensState.buy": lambda v, s: ("10k",),
     "TaskState.upload_progress": lambda v, s: ({"progress": 0.5}, "video"),
     "TaskState.upload_slot": lambda v, s: (_chunks(s["video"], "evil.mp4"), "video"),
+    "TaskState.rename": lambda v, s: ({"name": "renamed by an attacker"},),
+    "TaskState.cancel": lambda v, s: ("run-of-" + v.task_id,),
     "ProbeState.noop": lambda v, s: (7,),
 }
 

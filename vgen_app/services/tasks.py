@@ -6,7 +6,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import ColumnElement, Update, exists, func, update
+from sqlalchemy import ColumnElement, Update, case, delete, exists, func, update
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from vgen_app import catalog, clock
@@ -14,6 +15,7 @@ from vgen_app.adapters.media import MediaError, MediaInfo
 from vgen_app.catalog import ModelSpec, Slot
 from vgen_app.db import end_read, read_only
 from vgen_app.models import Run, RunStatus, Task, TaskInput, is_id, new_id
+from vgen_app.services import changes
 from vgen_app.services.errors import NotFound, TaskError
 
 log = logging.getLogger("vgen.tasks")
@@ -75,6 +77,54 @@ def create_task(db: Session, owner_id: str, model_id: str, name: str | None = No
     return task
 
 
+NAME_MAX = 120
+
+
+def rename_task(db: Session, owner_id: str, task_id: str, name: str) -> Task:
+    """A new name for the owner's task (1 to NAME_MAX characters, trimmed)."""
+    name = " ".join((name or "").split())
+    if not name:
+        raise TaskError("empty_name", "Give the task a name.")
+    if len(name) > NAME_MAX:
+        raise TaskError("long_name", f"A name has at most {NAME_MAX} characters.")
+    if not is_id(task_id):
+        raise NotFound()
+    result = db.exec(lock_statement(owner_id, task_id).values(name=name))
+    if result.rowcount != 1:
+        db.rollback()
+        raise NotFound()
+    changes.touch(db, owner_id)
+    db.commit()
+    return get_task(db, owner_id, task_id)
+
+
+BUSY_DELETE = "This task is running. Wait until the run finishes (or cancel it), then delete it."
+
+
+def delete_task(db: Session, owner_id: str, task_id: str) -> list[str]:
+    """Delete the owner's idle task: its inputs go, its runs forget their files, the task is
+    marked deleted (its row stays: ledger entries name its runs). Returns the storage keys of its
+    files, for the caller to remove from storage once this has committed (`uploads.purge`)."""
+    if not is_id(task_id):
+        raise NotFound()
+    lock_idle_task(db, owner_id, task_id, BUSY_DELETE)
+    keys = list(db.exec(select(TaskInput.storage_key).where(TaskInput.task_id == task_id)))
+    for result_key, poster_key in db.exec(
+        select(Run.result_key, Run.poster_key).where(Run.task_id == task_id)
+    ):
+        keys += [k for k in (result_key, poster_key) if k]
+    db.exec(delete(TaskInput).where(col(TaskInput.task_id) == task_id))
+    db.exec(
+        update(Run)
+        .where(col(Run.task_id) == task_id)
+        .values(result_key=None, poster_key=None, inputs={})
+    )
+    db.exec(update(Task).where(col(Task.id) == task_id).values(deleted_at=clock.now()))
+    changes.touch(db, owner_id)
+    db.commit()
+    return keys
+
+
 def get_task(db: Session, owner_id: str, task_id: str) -> Task:
     task = db.get(Task, task_id) if is_id(task_id) else None
     end_read(db)
@@ -96,6 +146,8 @@ class TaskRow:
     last_status: str | None
     last_progress: float
     runs: int
+    # The newest succeeded run that has a poster frame (its thumbnail), None if there is none.
+    poster_run_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -103,49 +155,107 @@ class TaskPage:
     rows: list[TaskRow]
     page: int
     pages: int
-    total: int
+    total: int  # the tasks that match the filters
+    has_tasks: bool = True  # the owner has any task at all (whatever the filters)
 
 
 @read_only
-def list_tasks(db: Session, owner_id: str, page: int = 1, per_page: int = 20) -> TaskPage:
-    """My tasks, newest first, with the status of each one's latest run (two queries, no N+1)."""
-    mine = (col(Task.owner_id) == owner_id, col(Task.deleted_at).is_(None))
-    total = int(
-        db.exec(select(func.count()).select_from(Task).where(*mine)).one()
-    )
+def list_tasks(
+    db: Session,
+    owner_id: str,
+    page: int = 1,
+    per_page: int = 20,
+    status: str = "",
+    model: str = "",
+    search: str = "",
+) -> TaskPage:
+    """My tasks, newest first, with the status of each one's latest run and the id of its
+    newest succeeded run with a poster frame (three bounded queries, no N+1).
+
+    Filters: `status` "" (any), "not_run" (no run yet), "in_flight" (the newest run is queued or
+    processing) or a RunStatus value (the newest run's status); `model` a model id ("" any);
+    `search` a case-insensitive substring of the name (LIKE wildcards in it match themselves).
+    """
+    mine = [col(Task.owner_id) == owner_id, col(Task.deleted_at).is_(None)]
+    filters: list[ColumnElement[bool]] = []
+    if status:
+        newest_status = (
+            select(Run.status)
+            .where(col(Run.task_id) == col(Task.id))
+            .order_by(col(Run.attempt).desc())
+            .limit(1)
+            .correlate(Task)
+            .scalar_subquery()
+        )
+        if status == "not_run":
+            filters.append(~exists().where(col(Run.task_id) == col(Task.id)).correlate(Task))
+        elif status == "in_flight":
+            filters.append(newest_status.in_([s.value for s in IN_FLIGHT]))
+        elif status in {s.value for s in RunStatus}:
+            filters.append(newest_status == RunStatus(status).value)
+        else:
+            raise TaskError("unknown_filter", "Choose one of the statuses offered.")
+    if model:
+        filters.append(col(Task.model) == model[:32])
+    search = " ".join(search.replace("\x00", "").split())[:120]  # PostgreSQL refuses NUL
+    if search:
+        escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        filters.append(col(Task.name).ilike(f"%{escaped}%", escape="\\"))
+
+    total = int(db.exec(select(func.count()).select_from(Task).where(*mine, *filters)).one())
+    has_tasks = total > 0
+    if not has_tasks and filters:  # nothing matches: are there tasks at all?
+        has_tasks = db.exec(select(exists().where(*mine))).one()
     pages = max(1, -(-total // per_page))
     page = min(max(1, page), pages)
-    tasks = list(
-        db.exec(
-            select(Task)
-            .where(*mine)
-            .order_by(col(Task.created_at).desc(), col(Task.id))
-            .offset((page - 1) * per_page)
-            .limit(per_page)
+    tasks = (
+        list(
+            db.exec(
+                select(Task)
+                .where(*mine, *filters)
+                .order_by(col(Task.created_at).desc(), col(Task.id))
+                .offset((page - 1) * per_page)
+                .limit(per_page)
+            )
         )
+        if total
+        else []
     )
     latest: dict[str, Run] = {}
     counts: dict[str, int] = {}
+    posters: dict[str, str] = {}
     if tasks:
-        # Bounded however many runs a task has: one row per task, its newest run and its run count.
+        # Bounded however many runs a task has: one row per task, its newest run, its run count
+        # and the id of its newest succeeded run with a poster.
+        succeeded = col(Run.status) == RunStatus.SUCCEEDED.value
+        with_poster = succeeded & col(Run.poster_key).is_not(None)
         per_task = (
             select(
                 col(Run.task_id).label("task_id"),
                 func.count().label("n"),
                 func.max(Run.attempt).label("newest"),
+                func.max(case((with_poster, col(Run.attempt)))).label("poster"),
             )
             .where(col(Run.task_id).in_([t.id for t in tasks]))
             .group_by(Run.task_id)
             .subquery()
         )
-        for run, n in db.exec(
-            select(Run, per_task.c.n).join(
+        poster = aliased(Run)
+        for run, n, poster_id in db.exec(
+            select(Run, per_task.c.n, poster.id)
+            .join(
                 per_task,
                 (col(Run.task_id) == per_task.c.task_id) & (col(Run.attempt) == per_task.c.newest),
+            )
+            .outerjoin(
+                poster,
+                (poster.task_id == per_task.c.task_id) & (poster.attempt == per_task.c.poster),
             )
         ):
             latest[run.task_id] = run
             counts[run.task_id] = int(n)
+            if poster_id:
+                posters[run.task_id] = poster_id
     end_read(db)
     rows = [
         TaskRow(
@@ -153,10 +263,11 @@ def list_tasks(db: Session, owner_id: str, page: int = 1, per_page: int = 20) ->
             latest[t.id].status if t.id in latest else None,
             latest[t.id].progress if t.id in latest else 0.0,
             counts.get(t.id, 0),
+            posters.get(t.id),
         )
         for t in tasks
     ]
-    return TaskPage(rows, page, pages, total)
+    return TaskPage(rows, page, pages, total, bool(has_tasks))
 
 
 # --- inputs ----------------------------------------------------------------------------------------
@@ -226,6 +337,9 @@ def extension_of(filename: str) -> str:
     return Path(filename or "").suffix.lower().lstrip(".")
 
 
+MIN_PIXELS = 64  # the smallest picture side a model can work with
+
+
 def check_size(slot: Slot, size: int) -> None:
     """The slot's size limit: checked while a file streams in and again once it is whole."""
     if size > slot.max_bytes:
@@ -257,6 +371,12 @@ def check_media(slot: Slot, info: MediaInfo) -> None:
         )
     if slot.kind in ("video", "audio") and not info.duration_s:
         raise TaskError("no_duration", f"The {slot.kind} has no readable duration.")
+    if slot.kind in ("video", "image") and min(info.width or 0, info.height or 0) < MIN_PIXELS:
+        raise TaskError(
+            "too_small",
+            f"The {slot.kind} is {info.width or 0}×{info.height or 0} px: no model can use it. "
+            f"Use one of at least {MIN_PIXELS}×{MIN_PIXELS} px.",
+        )
 
 
 def _article(kind: str) -> str:

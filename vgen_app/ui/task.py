@@ -36,6 +36,7 @@ class SlotView:
     limits: str = ""
     filename: str = ""
     details: str = ""
+    media_url: str = ""  # the owner-only media route of the stored input: its preview
 
 
 @dataclass
@@ -51,6 +52,9 @@ class RunRow:
     error: str
     refunded: bool
     download: str  # the download route, "" until it succeeded
+    play: str  # the media route of the result (plays in the page), "" until it succeeded
+    poster: str  # a frame of the result, "" when there is none
+    cancelable: bool  # queued, not handed to the generation service yet
 
 
 def _media_details(item: TaskInput) -> str:
@@ -79,11 +83,13 @@ def slot_views(spec: catalog.ModelSpec | None, inputs: dict) -> dict[str, SlotVi
             limits=limits,
             filename=item.filename if item else "",
             details=_media_details(item) if item else "",
+            media_url=routes.api(f"/api/media/input/{item.id}") if item else "",
         )
     return views
 
 
 def run_row(r: Run) -> RunRow:
+    done = r.status == RunStatus.SUCCEEDED
     return RunRow(
         id=r.id,
         attempt=r.attempt,
@@ -95,13 +101,23 @@ def run_row(r: Run) -> RunRow:
         created_iso=format.iso(r.created_at),
         error=r.error or "",
         refunded=r.refunded_at is not None,
-        download=routes.api(f"/api/runs/{r.id}/result") if r.status == RunStatus.SUCCEEDED else "",
+        download=routes.api(f"/api/runs/{r.id}/result") if done else "",
+        play=routes.api(f"/api/media/result/{r.id}") if done else "",
+        poster=routes.api(f"/api/media/poster/{r.id}") if done and r.poster_key else "",
+        cancelable=r.status == RunStatus.QUEUED and not r.provider_job_id,
     )
 
 
 def _tab_title(name: str) -> rx.event.EventSpec:
     """The browser tab says which task it is (the page's static title is only "Task")."""
     return rx.call_script(f"document.title = {json.dumps(f'{name} · vgen')}")
+
+
+# While an upload streams, leaving the page (reload, close, another address) asks first.
+_LEAVE_GUARD_ON = rx.call_script(
+    "window.onbeforeunload = (e) => { e.preventDefault(); e.returnValue = ''; }"
+)
+_LEAVE_GUARD_OFF = rx.call_script("window.onbeforeunload = null")
 
 
 class TaskState(SessionState):
@@ -117,6 +133,9 @@ class TaskState(SessionState):
     price_note: str = ""  # how the price is made: per second, or the minimum
     can_run: bool = False
     in_flight: bool = False
+    renaming: bool = False
+    rename_error: str = ""
+    deleting: bool = False
     # Per slot name (all of ALL_SLOTS are always present as keys):
     slot_info: dict[str, SlotView] = {}
     upload_pct: dict[str, int] = {}
@@ -242,6 +261,62 @@ class TaskState(SessionState):
         return TaskState.watch
 
     @rx.event
+    def start_rename(self):
+        self.renaming, self.rename_error = True, ""
+
+    @rx.event
+    def stop_rename(self):
+        self.renaming, self.rename_error = False, ""
+
+    @rx.event
+    @signed_in
+    async def rename(self, form: dict):
+        try:
+            task = await run_db(
+                tasks.rename_task, self._user_id, self._path_task_id(), form.get("name", "")
+            )
+        except tasks.NotFound:
+            self.task_missing = True
+            return
+        except tasks.TaskError as exc:
+            self.rename_error = exc.message
+            return
+        self.task_name, self.renaming, self.rename_error = task.name, False, ""
+        return _tab_title(task.name)
+
+    @rx.event
+    @signed_in
+    async def delete(self):
+        """Delete this task (behind the page's confirmation): its files leave storage."""
+        self.task_error, self.deleting = "", True
+        yield
+        try:
+            await asyncio.to_thread(uploads.delete_task, self._user_id, self._path_task_id())
+        except tasks.NotFound:
+            self.task_missing, self.deleting = True, False
+            return
+        except tasks.TaskError as exc:
+            self.task_error, self.deleting = exc.message, False
+            return
+        self.deleting = False
+        yield rx.toast.success(f"“{self.task_name}” was deleted.")
+        yield rx.redirect(routes.HOME)
+
+    @rx.event
+    @signed_in
+    async def cancel(self, run_id: str):
+        """Cancel a run still waiting for the generation service: its tokens come back."""
+        self.run_error = ""
+        if not await run_db(runs.cancel_run, self._user_id, run_id):
+            self.run_error = "This run has already started: it can no longer be canceled."
+        try:
+            await self._refresh(self._user_id)
+        except tasks.NotFound:
+            self.task_missing = True
+            return
+        await self.refresh_user()  # the refund shows in the header
+
+    @rx.event
     def upload_progress(self, progress: dict, slot: str):
         if slot in self.upload_pct:
             self.upload_pct[slot] = int(float(progress.get("progress", 0)) * 100)
@@ -258,6 +333,7 @@ class TaskState(SessionState):
                 self.uploading[slot] = True
         if slot not in ALL_SLOTS:
             return
+        yield _LEAVE_GUARD_ON
         error = ""
         try:
             _task, spec_slot = await run_db(tasks.upload_target, user_id, task_id, slot)
@@ -266,6 +342,10 @@ class TaskState(SessionState):
                 error = ""  # a drop the browser refused: its toast already said why
         except tasks.TaskError as exc:
             error = exc.message
+        async with self:
+            still_uploading = any(v for k, v in self.uploading.items() if k != slot)
+        if not still_uploading:
+            yield _LEAVE_GUARD_OFF
         async with self:
             self.uploading[slot] = False
             self.upload_pct[slot] = 0 if error else 100

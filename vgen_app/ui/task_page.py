@@ -9,6 +9,7 @@ from vgen_app.ui import format, routes
 from vgen_app.ui.layout import app_shell, error_callout, link_button, notice_card, spread
 from vgen_app.ui.session import SessionState
 from vgen_app.ui.task import RUNS_SHOWN, TaskState
+from vgen_app.ui.task_actions import cancel_button, input_preview, result_player, task_heading
 
 _ICONS = {"video": "video", "audio": "audio-lines", "image": "image"}
 
@@ -57,6 +58,11 @@ def slot_accept(name: str) -> dict[str, list[str]]:
     return accept
 
 
+def slot_max_bytes(name: str) -> int:
+    """The largest file any model takes in this slot (the task's own limit is checked again)."""
+    return max(s.max_bytes for m in catalog.models() if (s := m.get_slot(name)))
+
+
 def _drop_zone(name: str) -> rx.Component:
     """Drop a file on the zone, or press its button (Enter or Space, or a click anywhere in the
     zone) for the file picker. The button is the zone's one Tab stop and carries its name."""
@@ -89,6 +95,8 @@ def _drop_zone(name: str) -> rx.Component:
         max_files=1,
         multiple=False,
         accept=slot_accept(name),
+        # Too big is refused in the browser, before a byte is sent (the server checks again).
+        max_size=slot_max_bytes(name),
         disabled=disabled,
         # The zone itself is no Tab stop: its button is (a focusable zone would be a second
         # control around the button and the picker's hidden input).
@@ -146,16 +154,30 @@ def _slot_card(name: str, position: int) -> rx.Component:
                         id=f"slot-{name}-file",
                     ),
                 ),
+                input_preview(name),
                 _drop_zone(name),
                 rx.cond(
                     TaskState.uploading[name],
                     rx.vstack(
                         rx.progress(
                             value=TaskState.upload_pct[name],
+                            max=100,
                             width="100%",
                             aria_label="Upload progress",
                         ),
-                        rx.text("Uploading… ", TaskState.upload_pct[name], "%", size="1"),
+                        rx.hstack(
+                            rx.text("Uploading… ", TaskState.upload_pct[name], "%", size="1"),
+                            rx.button(
+                                "Cancel upload",
+                                size="1",
+                                variant="soft",
+                                color_scheme="gray",
+                                on_click=rx.cancel_upload(f"upload-{name}"),
+                                id=f"slot-{name}-cancel",
+                            ),
+                            align="center",
+                            spacing="3",
+                        ),
                         width="100%",
                         id=f"slot-{name}-progress",
                     ),
@@ -197,57 +219,67 @@ def _materials() -> rx.Component:
 
 def _run_row(row: rx.Var) -> rx.Component:
     return rx.card(
-        spread(
-            rx.vstack(
-                rx.hstack(
-                    rx.heading("Attempt ", row.attempt, size="3", as_="h3"),
-                    format.status_badge(row.status),
-                    rx.cond(row.refunded, rx.badge("refunded", color_scheme="amber")),
-                    align="center",
-                    spacing="2",
-                    wrap="wrap",
-                ),
-                rx.text(
-                    format.local_time(row.created_iso),
-                    " · ",
-                    row.price,
-                    " tokens",
-                    size="1",
-                    color_scheme="gray",
-                    high_contrast=True,
-                ),
-                rx.cond(
-                    row.active,
+        rx.vstack(
+            spread(
+                rx.vstack(
                     rx.hstack(
-                        rx.progress(
-                            value=row.progress,
-                            width="200px",
-                            max_width="60vw",
-                            aria_label="Run progress",
-                        ),
-                        rx.text(row.progress, "%", size="1"),
+                        rx.heading("Attempt ", row.attempt, size="3", as_="h3"),
+                        format.status_badge(row.status),
+                        rx.cond(row.refunded, rx.badge("refunded", color_scheme="amber")),
                         align="center",
+                        spacing="2",
+                        wrap="wrap",
                     ),
+                    rx.text(
+                        format.local_time(row.created_iso),
+                        " · ",
+                        row.price,
+                        " tokens",
+                        size="1",
+                        color_scheme="gray",
+                        high_contrast=True,
+                    ),
+                    rx.cond(
+                        row.active,
+                        rx.hstack(
+                            rx.progress(
+                                value=row.progress,
+                                max=100,
+                                width="200px",
+                                max_width="60vw",
+                                aria_label="Run progress",
+                            ),
+                            rx.text(row.progress, "%", size="1"),
+                            align="center",
+                        ),
+                    ),
+                    rx.cond(row.error != "", rx.text(row.error, size="2", color_scheme="red")),
+                    spacing="1",
+                    align="start",
+                    min_width="0",
                 ),
-                rx.cond(row.error != "", rx.text(row.error, size="2", color_scheme="red")),
-                spacing="1",
-                align="start",
-                min_width="0",
-            ),
-            rx.cond(
-                row.download != "",
-                # A full document load (the app's router would treat a link as a page):
-                # the route answers with an attachment, so the page stays where it is.
-                rx.button(
-                    rx.icon("download", size=14),
-                    "Download",
-                    variant="soft",
-                    on_click=format.full_redirect(row.download),
-                    data_href=row.download,
-                    aria_label="Download attempt " + row.attempt.to(str),
-                    id="download-" + row.attempt.to(str),
+                rx.hstack(
+                    cancel_button(row),
+                    rx.cond(
+                        row.download != "",
+                        # A full document load (the app's router would treat a link as a page):
+                        # the route answers with an attachment, so the page stays where it is.
+                        rx.button(
+                            rx.icon("download", size=14),
+                            "Download",
+                            variant="soft",
+                            on_click=format.full_redirect(row.download),
+                            data_href=row.download,
+                            aria_label="Download attempt " + row.attempt.to(str),
+                            id="download-" + row.attempt.to(str),
+                        ),
+                    ),
+                    spacing="2",
                 ),
             ),
+            result_player(row),
+            spacing="3",
+            width="100%",
         ),
         width="100%",
         id="run-" + row.attempt.to(str),
@@ -307,19 +339,7 @@ def task_page() -> rx.Component:
             ),
             rx.vstack(
                 rx.link("← My tasks", href=routes.HOME, size="2"),
-                rx.flex(
-                    rx.heading(
-                        TaskState.task_name,
-                        size="7",
-                        as_="h1",
-                        id="task-name",
-                        overflow_wrap="anywhere",
-                    ),
-                    rx.badge(TaskState.task_model, size="2"),
-                    align="center",
-                    spacing="3",
-                    wrap="wrap",
-                ),
+                task_heading(),
                 rx.heading("Materials", size="4", as_="h2"),
                 _materials(),
                 _price_card(),
@@ -327,7 +347,12 @@ def task_page() -> rx.Component:
                     TaskState.run_error,
                     rx.cond(
                         TaskState.run_needs_topup,
-                        rx.link("Buy tokens", href=routes.TOKENS, weight="bold"),
+                        # Back to this task once the payment has gone through.
+                        rx.link(
+                            "Buy tokens",
+                            href=routes.TOKENS + "?back=/tasks/" + TaskState.task_id,
+                            weight="bold",
+                        ),
                     ),
                     id="run-error",
                 ),
