@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import insert, update
 from sqlalchemy.exc import IntegrityError
@@ -22,6 +23,7 @@ from vgen_app.config import TokenPackage, get_settings
 from vgen_app.db import Batch, end_read, refresh_loaded, run_batch
 from vgen_app.models import CheckoutSession, CheckoutStatus, LedgerAction, PaymentCredit, User
 from vgen_app.services import changes, ledger
+from vgen_app.services.cookies import safe_next
 from vgen_app.services.errors import BillingError
 
 log = logging.getLogger("vgen.billing")
@@ -53,25 +55,52 @@ def package(package_id: str) -> TokenPackage:
 # --- starting a checkout -------------------------------------------------------------------------
 
 
+# The longest return path a checkout carries (a task page's path is far shorter).
+BACK_MAX = 300
+
+
+def return_path(back: str | None) -> str | None:
+    """The app page to go back to after a checkout (`back` from /tokens?back=…), or None: only a
+    path inside the app (cookies.safe_next), with no whitespace or control character (browsers
+    drop a tab or newline from a URL: "/<tab>/evil.example" would become "//evil.example")."""
+    if not back or len(back) > BACK_MAX or any(c.isspace() or not c.isprintable() for c in back):
+        return None
+    return back if safe_next(back) == back else None
+
+
+def return_query(back: str | None) -> str:
+    """`&back=…` (URL-encoded) for a checkout's return URLs, or "" without a valid path."""
+    path = return_path(back)
+    return f"&back={quote(path, safe='')}" if path else ""
+
+
 def start_checkout(
-    db: Session, user_id: str, package_id: str, provider: PaymentProvider
+    db: Session,
+    user_id: str,
+    package_id: str,
+    provider: PaymentProvider,
+    back: str | None = None,
 ) -> CheckoutSession:
-    """Create the provider's checkout (no transaction open during the HTTP call) and remember it."""
+    """Create the provider's checkout (no transaction open during the HTTP call) and remember it.
+    `back`: the app page the user came to buy from; the success and cancel URLs carry it (and
+    the test checkout's own page, which stands in for the provider's)."""
     pkg = package(package_id)
     user = db.get(User, user_id)
     end_read(db)
     if user is None:
         raise BillingError("unknown_user", "Please log in again.")
     app_url = get_settings().app_url
+    carry = return_query(back)
     created = provider.create_checkout(
         CheckoutRequest(
             user_id=user.id,
             email=user.email,
             package=pkg,
-            success_url=f"{app_url}/tokens/success?session_id={{CHECKOUT_SESSION_ID}}",
-            cancel_url=f"{app_url}/tokens?canceled=1",
+            success_url=f"{app_url}/tokens/success?session_id={{CHECKOUT_SESSION_ID}}{carry}",
+            cancel_url=f"{app_url}/tokens?canceled=1{carry}",
         )
     )
+    url = created.url + carry if created.provider == TestCheckout.name else created.url
     row = CheckoutSession(
         id=created.id,
         user_id=user.id,
@@ -80,7 +109,7 @@ def start_checkout(
         tokens=pkg.tokens,
         amount_cents=pkg.price_cents,
         currency=pkg.currency,
-        url=created.url,
+        url=url,
         created_at=clock.now(),
     )
     db.add(row)

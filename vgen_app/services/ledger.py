@@ -38,6 +38,8 @@ from vgen_app.models import (
     LedgerAction,
     LedgerEntry,
     Outcome,
+    Run,
+    Task,
     User,
     UTCDateTime,
     new_id,
@@ -238,16 +240,32 @@ def change_balance(
 
 
 @dataclass(frozen=True)
+class RunRef:
+    """The run a `used` or `refund` entry is about (its reference is the run's id)."""
+
+    run_id: str
+    attempt: int
+    task_id: str
+    task_name: str
+    task_deleted: bool  # the task was deleted: its name stays, its page is gone
+
+
+@dataclass(frozen=True)
 class HistoryPage:
     entries: list[LedgerEntry]
     page: int
     pages: int
     total: int
+    runs: dict[str, RunRef] = field(default_factory=dict)  # by run id: the entries' runs
+
+
+RUN_ACTIONS = (LedgerAction.USED, LedgerAction.REFUND)  # their reference is a run id
 
 
 @read_only
 def history(db: Session, user_id: str, page: int = 1, per_page: int = 20) -> HistoryPage:
-    """Applied changes, newest first, paginated."""
+    """Applied changes, newest first, paginated, with the task and attempt of each run they
+    name (one query for the whole page: no N+1)."""
     base = select(LedgerEntry).where(
         LedgerEntry.user_id == user_id, LedgerEntry.outcome == Outcome.APPLIED
     )
@@ -265,8 +283,17 @@ def history(db: Session, user_id: str, page: int = 1, per_page: int = 20) -> His
             base.order_by(col(LedgerEntry.id).desc()).offset((page - 1) * per_page).limit(per_page)
         )
     )
+    run_ids = {e.reference for e in entries if e.action in RUN_ACTIONS and e.reference}
+    runs: dict[str, RunRef] = {}
+    if run_ids:
+        for run_id, attempt, task_id, name, deleted_at in db.exec(
+            select(Run.id, Run.attempt, Task.id, Task.name, Task.deleted_at)
+            .join(Task, col(Task.id) == col(Run.task_id))
+            .where(col(Run.id).in_(run_ids), col(Run.owner_id) == user_id)
+        ):
+            runs[run_id] = RunRef(run_id, attempt, task_id, name, deleted_at is not None)
     end_read(db)
-    return HistoryPage(entries, page, pages, total)
+    return HistoryPage(entries, page, pages, total, runs)
 
 
 @read_only

@@ -23,11 +23,13 @@ class PaymentSuccessState(SessionState):
     PAGE: ClassVar[str] = routes.TOKENS_SUCCESS
     payment_status: str = "waiting"  # waiting | paid | unknown | slow
     payment_tokens: str = ""
+    back: str = ""  # the app page the user came to buy from, "" if none
 
     @rx.event
     @signed_in
     async def on_load(self):
         self.payment_status, self.payment_tokens = "waiting", ""
+        self.back = _back_of(self)
         return PaymentSuccessState.wait_for_credit
 
     @rx.event(background=True)
@@ -60,6 +62,11 @@ class PaymentSuccessState(SessionState):
             await asyncio.sleep(1)
 
 
+def _back_of(state: SessionState) -> str:
+    """The page's `back` query parameter if it is an app path to return to, else ""."""
+    return billing.return_path(state.router.url.query_parameters.get("back")) or ""
+
+
 class TestCheckoutState(SessionState):
     PAGE: ClassVar[str] = routes.TEST_CHECKOUT
     checkout_tokens: str = ""
@@ -67,6 +74,9 @@ class TestCheckoutState(SessionState):
     checkout_error: str = ""
     checkout_paid: bool = False
     paying: bool = False
+    # Where Cancel goes: the Tokens page, with the page the user came to buy from (as the
+    # provider's cancel_url would carry it).
+    cancel_href: str = f"{routes.TOKENS}?canceled=1"
 
     def _session_id(self) -> str:
         return self.router.url.query_parameters.get("session_id", "")
@@ -76,6 +86,7 @@ class TestCheckoutState(SessionState):
     async def on_load(self):
         self.checkout_error, self.checkout_tokens, self.checkout_price = "", "", ""
         self.paying = False
+        self.cancel_href = f"{routes.TOKENS}?canceled=1{billing.return_query(_back_of(self))}"
         row = await run_db(billing.checkout_for_user, self._session_id(), self._user_id)
         if row is None or row.provider != "test":
             self.checkout_error = "This checkout does not exist."
@@ -98,19 +109,41 @@ class TestCheckoutState(SessionState):
         except billing.BillingError as exc:
             self.checkout_error, self.paying = exc.message, False
             return
-        yield rx.redirect(f"{routes.TOKENS_SUCCESS}?session_id={self._session_id()}")
+        back = billing.return_query(_back_of(self))
+        yield rx.redirect(f"{routes.TOKENS_SUCCESS}?session_id={self._session_id()}{back}")
 
 
 # --- pages -------------------------------------------------------------------------------------
 
 
+def _ways_back() -> rx.Component:
+    """Back to the page the user came to buy from (a task) first, when there is one; else (and
+    then as the second choice) back to the Tokens page."""
+    return rx.cond(
+        PaymentSuccessState.back != "",
+        rx.flex(
+            link_button("Back to your task", href=PaymentSuccessState.back, id="back-to-task"),
+            link_button(
+                "Back to tokens",
+                href=routes.TOKENS,
+                variant="soft",
+                color_scheme="gray",
+                id="back-to-tokens",
+            ),
+            spacing="3",
+            wrap="wrap",
+            justify="center",
+        ),
+        link_button("Back to tokens", href=routes.TOKENS, id="back-to-tokens"),
+    )
+
+
 def _outcome(title: str, *body: rx.Component, back: bool = True, **props) -> rx.Component:
     """One state of the success page: a heading, what happened, the way back."""
-    back_link = link_button("Back to tokens", href=routes.TOKENS)
     return rx.vstack(
         rx.heading(title, size="5", as_="h1"),
         *body,
-        *([back_link] if back else []),
+        *([_ways_back()] if back else []),
         align="center",
         spacing="3",
         **props,
@@ -209,7 +242,7 @@ def test_checkout_page() -> rx.Component:
                             ),
                             link_button(
                                 "Cancel",
-                                href=f"{routes.TOKENS}?canceled=1",
+                                href=TestCheckoutState.cancel_href,
                                 variant="soft",
                                 color_scheme="gray",
                             ),

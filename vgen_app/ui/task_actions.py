@@ -88,7 +88,11 @@ def task_heading() -> rx.Component:
             _rename_form(),
             rx.flex(
                 rx.heading(
-                    TaskState.task_name, size="7", as_="h1", id="task-name", overflow_wrap="anywhere"
+                    TaskState.task_name,
+                    size="7",
+                    as_="h1",
+                    id="task-name",
+                    overflow_wrap="anywhere",
                 ),
                 rx.badge(TaskState.task_model, size="2"),
                 rx.button(

@@ -11,7 +11,7 @@ import reflex as rx
 from vgen_app import clock
 from vgen_app.adapters.payments import get_payments
 from vgen_app.db import run_db
-from vgen_app.models import LedgerEntry
+from vgen_app.models import LedgerAction, LedgerEntry
 from vgen_app.services import billing, ledger
 from vgen_app.ui import format, routes
 from vgen_app.ui.layout import app_shell, error_callout, info_callout, notice_card, pager
@@ -53,14 +53,24 @@ class HistoryRow:
 
     when: str
     when_iso: str  # UTC, ISO 8601: the page shows it in the browser's time zone
-    what: str
+    what: str  # the whole label, e.g. "Run of Spanish promo (attempt 2)"
     diff: str
     credit: bool  # tokens in (green), else out (red)
     after: str
+    # A run's entry names its task: what comes before the name, the name, what follows, and the
+    # task page ("" for a deleted task: its name without a link). No task: `what` alone.
+    what_before: str = ""
+    task_name: str = ""
+    what_after: str = ""
+    href: str = ""
 
 
-def history_row(e: LedgerEntry) -> HistoryRow:
-    return HistoryRow(
+# The words around a task's name in the history, by ledger action.
+_RUN_LABELS = {LedgerAction.USED: "Run of ", LedgerAction.REFUND: "Refund: "}
+
+
+def history_row(e: LedgerEntry, runs: dict[str, ledger.RunRef] | None = None) -> HistoryRow:
+    row = HistoryRow(
         when=format.when_utc(e.created_at),
         when_iso=format.iso(e.created_at),
         what=ledger.ACTION_LABELS.get(e.action, e.action),
@@ -68,6 +78,13 @@ def history_row(e: LedgerEntry) -> HistoryRow:
         credit=e.diff > 0,
         after=f"{e.new_balance:,}",
     )
+    run = (runs or {}).get(e.reference or "") if e.action in _RUN_LABELS else None
+    if run is not None:
+        row.what_before, row.task_name = _RUN_LABELS[e.action], run.task_name
+        row.what_after = f" (attempt {run.attempt})"
+        row.what = row.what_before + row.task_name + row.what_after
+        row.href = "" if run.task_deleted else f"/tasks/{run.task_id}"
+    return row
 
 
 def _ms(at: datetime) -> int:
@@ -127,6 +144,7 @@ class TokensState(SessionState):
     buy_error: str = ""
     buying: str = ""
     tokens_notice: str = ""
+    back: str = ""  # the app page the user came to buy from (/tokens?back=…), "" if none
 
     @rx.var
     def package_cards(self) -> list[PackageCard]:
@@ -139,7 +157,7 @@ class TokensState(SessionState):
             page.pages,
             page.total,
         )
-        self.history_rows = [history_row(e) for e in page.entries]
+        self.history_rows = [history_row(e, page.runs) for e in page.entries]
         if with_chart:  # up to 500 points: not re-read and re-sent for each history page
             series = await run_db(ledger.balance_series, user_id)
             chart = chart_points(series, clock.now())
@@ -155,6 +173,7 @@ class TokensState(SessionState):
             if self.router.url.query_parameters.get("canceled")
             else ""
         )
+        self.back = billing.return_path(self.router.url.query_parameters.get("back")) or ""
         self.history_page = 1
         await self._load(self._user_id)
 
@@ -175,7 +194,9 @@ class TokensState(SessionState):
         self.buying = package_id
         yield
         try:
-            row = await run_db(billing.start_checkout, self._user_id, package_id, get_payments())
+            row = await run_db(
+                billing.start_checkout, self._user_id, package_id, get_payments(), self.back
+            )
         except billing.BillingError as exc:
             self.buy_error, self.buying = exc.message, ""
             return
@@ -216,6 +237,24 @@ def _package_card(pkg: rx.Var) -> rx.Component:
 _WIDE = ["none", "table-cell"]
 
 
+def _what(row: rx.Var) -> rx.Component:
+    """What a change was; a run's names its task, linked to the task's page (unless deleted)."""
+    return rx.cond(
+        row.task_name != "",
+        rx.text(
+            row.what_before,
+            rx.cond(
+                row.href != "",
+                rx.link(row.task_name, href=row.href, weight="medium"),
+                rx.text(row.task_name, as_="span", weight="medium"),
+            ),
+            row.what_after,
+            as_="span",
+        ),
+        rx.text(row.what, as_="span"),
+    )
+
+
 def _history() -> rx.Component:
     return rx.cond(
         TokensState.history_total == 0,
@@ -238,7 +277,7 @@ def _history() -> rx.Component:
                         TokensState.history_rows,
                         lambda row: rx.table.row(
                             rx.table.cell(format.local_time(row.when_iso)),
-                            rx.table.cell(row.what),
+                            rx.table.cell(_what(row), overflow_wrap="anywhere"),
                             rx.table.cell(
                                 rx.text(
                                     row.diff,
@@ -325,6 +364,10 @@ def _chart() -> rx.Component:
 def tokens_page() -> rx.Component:
     return app_shell(
         rx.vstack(
+            rx.cond(
+                TokensState.back != "",
+                rx.link("← Back to your task", href=TokensState.back, size="2", id="tokens-back"),
+            ),
             rx.heading("Tokens", size="7", as_="h1"),
             info_callout(TokensState.tokens_notice),
             error_callout(TokensState.buy_error),
