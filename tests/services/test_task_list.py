@@ -357,6 +357,6 @@ def test_the_rows_show_the_thumbnail_or_none(db: Session) -> None:
     run = add_run(db, shown, RunStatus.SUCCEEDED, poster=True)
     make_task(db, ann, "not yet")
     rows = {r.task.name: task_row(r) for r in tasks.list_tasks(db, ann).rows}
-    assert rows["Spanish promo"].poster == f"/api/media/poster/{run.id}"
+    assert rows["Spanish promo"].poster.endswith(f"/api/media/poster/{run.id}")
     assert rows["Spanish promo"].poster_alt == "Spanish promo — latest result"
     assert rows["not yet"].poster == ""

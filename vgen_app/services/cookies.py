@@ -29,6 +29,13 @@ def token_from_cookie_header(cookie_header: str | None) -> str | None:
 
 def safe_next(path: str | None) -> str:
     """Only paths inside the app: no open redirect to another site."""
-    if not path or not path.startswith("/") or path.startswith("//") or "\\" in path:
+    if (
+        not path
+        or not path.startswith("/")
+        or path.startswith("//")
+        or "\\" in path
+        # A browser drops tabs and newlines from a URL: "/\t/evil.example" would be "//evil…".
+        or any(c.isspace() or not c.isprintable() for c in path)
+    ):
         return "/"
     return path

@@ -60,7 +60,7 @@ def task_row(r: tasks.TaskRow) -> TaskRow:
         created=format.when(r.task.created_at),
         created_iso=format.iso(r.task.created_at),
         href=f"/tasks/{r.task.id}",
-        poster=f"/api/media/poster/{r.poster_run_id}" if r.poster_run_id else "",
+        poster=routes.api(f"/api/media/poster/{r.poster_run_id}") if r.poster_run_id else "",
         poster_alt=f"{r.task.name} — latest result",
     )
 

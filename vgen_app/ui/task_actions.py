@@ -51,6 +51,7 @@ def _delete_dialog() -> rx.Component:
                 "Delete",
                 variant="soft",
                 color_scheme="red",
+                high_contrast=True,
                 disabled=TaskState.in_flight | TaskState.deleting,
                 id="delete-task",
             )
