@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -75,3 +77,24 @@ def ui_state(cls: type, path: str = "/", cookie: str = "", ip: str = "127.0.0.1"
         }
     )
     return state
+
+
+@contextmanager
+def statements() -> Iterator[list[str]]:
+    """Every SQL statement the app's engine runs inside the block (transaction control left out)."""
+    from sqlalchemy import event
+
+    from vgen_app.db import get_engine
+
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:
+        if not statement.lstrip().upper().startswith(("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT")):
+            seen.append(statement)
+
+    engine = get_engine()
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)

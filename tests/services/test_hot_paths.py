@@ -12,8 +12,7 @@ import pytest
 from sqlalchemy import event
 from sqlmodel import Session
 
-from tests.helpers import login_session, make_user, ui_state
-from vgen_app.db import get_engine
+from tests.helpers import login_session, make_user, statements, ui_state
 from vgen_app.models import Run, RunStatus
 from vgen_app.services import tasks
 from vgen_app.ui import dashboard as dashboard_ui
@@ -33,23 +32,6 @@ def runs_loaded() -> Iterator[list[str]]:
         yield seen
     finally:
         event.remove(Run, "load", record)
-
-
-@contextmanager
-def statements() -> Iterator[list[str]]:
-    """Every SQL statement the app's engine runs inside the block."""
-    seen: list[str] = []
-
-    def record(conn, cursor, statement, parameters, context, executemany) -> None:
-        if not statement.lstrip().upper().startswith(("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT")):
-            seen.append(statement)
-
-    engine = get_engine()
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
 
 
 def add_runs(db: Session, owner: str, task_id: str, count: int, last_status: str) -> None:

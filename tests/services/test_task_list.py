@@ -5,38 +5,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event
 from sqlmodel import Session
 
-from tests.helpers import make_user
+from tests.helpers import make_user, statements
 from vgen_app import clock
-from vgen_app.db import get_engine
 from vgen_app.models import Run, RunStatus, Task
 from vgen_app.services import tasks
 from vgen_app.services.errors import TaskError
 from vgen_app.ui.dashboard import DashboardState, task_row
-
-
-@contextmanager
-def statements() -> Iterator[list[str]]:
-    """Every SQL statement the app's engine runs inside the block."""
-    seen: list[str] = []
-
-    def record(conn, cursor, statement, parameters, context, executemany) -> None:
-        if not statement.lstrip().upper().startswith(("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT")):
-            seen.append(statement)
-
-    engine = get_engine()
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
 
 
 def make_task(db: Session, owner: str, name: str, model: str = "lipsync") -> Task:

@@ -5,39 +5,20 @@ buy from) is kept through the checkout and offered as the way back."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from sqlalchemy import event
 from sqlmodel import Session
 
-from tests.helpers import login_session, make_user, ui_state
+from tests.helpers import login_session, make_user, statements, ui_state
 from vgen_app import clock
 from vgen_app.adapters.payments import CheckoutRequest, CreatedCheckout, TestCheckout, get_payments
-from vgen_app.db import get_engine, session_scope
+from vgen_app.db import session_scope
 from vgen_app.models import Run, RunStatus, Task
 from vgen_app.services import billing, ledger, tasks
 from vgen_app.ui import payment as payment_ui
 from vgen_app.ui import tokens as tokens_ui
-
-
-@contextmanager
-def statements() -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def record(conn, cursor, statement, parameters, context, executemany) -> None:
-        if not statement.lstrip().upper().startswith(("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT")):
-            seen.append(statement)
-
-    engine = get_engine()
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
 
 
 def run_of(db: Session, task: Task, attempt: int, status: RunStatus = RunStatus.SUCCEEDED) -> Run:
