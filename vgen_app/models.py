@@ -324,6 +324,8 @@ class Run(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("task_id", "attempt", name="uq_runs_task_attempt"),
         Index("ix_runs_status", "status"),
+        # The worker's run-finished e-mail round looks up the few runs not mailed yet.
+        Index("ix_runs_mail_pending", "finished_mail_at", "status"),
     )
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)

@@ -30,6 +30,7 @@ def upgrade() -> None:
         "UPDATE runs SET finished_mail_at = finished_at "
         "WHERE status IN ('succeeded', 'failed', 'canceled')"
     )
+    op.create_index("ix_runs_mail_pending", "runs", ["finished_mail_at", "status"])
     op.add_column("tasks", sa.Column("deleted_at", UTCDateTime(timezone=True), nullable=True))
     op.add_column(
         "users", sa.Column("run_mails", sa.Boolean(), nullable=False, server_default=sa.true())
@@ -41,6 +42,7 @@ def downgrade() -> None:
         batch.drop_column("run_mails")
     with op.batch_alter_table("tasks") as batch:
         batch.drop_column("deleted_at")
+    op.drop_index("ix_runs_mail_pending", table_name="runs")
     with op.batch_alter_table("runs") as batch:
         batch.drop_column("finished_mail_at")
         batch.drop_column("poster_key")

@@ -22,7 +22,6 @@ def _rename_form() -> rx.Component:
                 size="3",
                 width="min(420px, 100%)",
                 id="rename-input",
-                on_key_down=lambda key: rx.cond(key == "Escape", TaskState.stop_rename, rx.noop()),
             ),
             rx.button("Save", type="submit", size="3", id="rename-save"),
             rx.button(
@@ -82,7 +81,7 @@ def _delete_dialog() -> rx.Component:
 
 
 def task_heading() -> rx.Component:
-    """The name with Rename and Delete, or the rename field (Enter saves, Escape cancels)."""
+    """The name with Rename and Delete, or the rename field (Enter saves; Cancel keeps it)."""
     return rx.vstack(
         rx.cond(
             TaskState.renaming,
