@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from journey_helpers import activate, login_ok, signup, unique_email, wait_hydrated
+from journey_helpers import (
+    activate,
+    login_ok,
+    signup,
+    unique_email,
+    upload_lipsync_inputs,
+    wait_hydrated,
+)
 from playwright.sync_api import Page, expect
 
 from tests.fakes.media_samples import make_audio, make_video
@@ -62,12 +69,8 @@ def make_member(app, browser, media_dir: Path) -> Member:
         page.click("#create-task")
         expect(page.locator("#task-name")).to_have_text("Phone promo")
         task_path = urlsplit(page.url).path
-        wait_hydrated(page, "#upload-video")
         video, audio = sample_media(media_dir)
-        page.locator("#upload-video input[type=file]").set_input_files(str(video))
-        expect(page.locator("#slot-video-file")).to_contain_text("speaker.mp4", timeout=60_000)
-        page.locator("#upload-audio input[type=file]").set_input_files(str(audio))
-        expect(page.locator("#slot-audio-file")).to_contain_text("voice.m4a", timeout=60_000)
+        upload_lipsync_inputs(page, video, audio)
         return Member(email, task_path, paid, open_checkout)
     finally:
         ctx.close()

@@ -114,3 +114,13 @@ def activate(page: Page, outbox, email: str) -> None:
     link = wait_for_mails(outbox, email, "activation", 1)[-1].link("/verify")
     page.goto(link)
     expect(page.locator("#verify-ok")).to_be_visible()
+
+
+def upload_lipsync_inputs(page: Page, video: Path, audio: Path) -> None:
+    """A lip-sync task page gets its two inputs through the drop zones' file inputs, each
+    accepted (its file shown) before the next."""
+    wait_hydrated(page, "#upload-video")
+    page.locator("#upload-video input[type=file]").set_input_files(str(video))
+    expect(page.locator("#slot-video-file")).to_contain_text(video.name, timeout=60_000)
+    page.locator("#upload-audio input[type=file]").set_input_files(str(audio))
+    expect(page.locator("#slot-audio-file")).to_contain_text(audio.name, timeout=60_000)

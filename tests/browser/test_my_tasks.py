@@ -10,7 +10,15 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from a11y_helpers import PASSWORD, sample_media
-from journey_helpers import activate, login_ok, path_is, signup, unique_email, wait_hydrated
+from journey_helpers import (
+    activate,
+    login_ok,
+    path_is,
+    signup,
+    unique_email,
+    upload_lipsync_inputs,
+    wait_hydrated,
+)
 from playwright.sync_api import Page, expect
 
 pytestmark = pytest.mark.browser
@@ -121,12 +129,8 @@ def test_top_up_from_a_task_and_its_run_in_the_history(app_server, new_context, 
     page = new_context().new_page()
     _member(page, app_server)
     task_path = _create(page, "Birthday clip")
-    wait_hydrated(page, "#upload-video")
     video, audio = sample_media(tmp_path)
-    page.locator("#upload-video input[type=file]").set_input_files(str(video))
-    expect(page.locator("#slot-video-file")).to_contain_text("speaker.mp4", timeout=60_000)
-    page.locator("#upload-audio input[type=file]").set_input_files(str(audio))
-    expect(page.locator("#slot-audio-file")).to_contain_text("voice.m4a", timeout=60_000)
+    upload_lipsync_inputs(page, video, audio)
 
     # What the task page's "Buy tokens" link opens; a foreign `back` is dropped.
     page.goto("/tokens?back=//evil.example")

@@ -14,6 +14,7 @@ from journey_helpers import (
     path_is,
     signup,
     unique_email,
+    upload_lipsync_inputs,
     wait_for_mails,
     wait_hydrated,
 )
@@ -96,11 +97,7 @@ def test_two_tabs_of_a_task_follow_a_run_started_in_either(
     expect(a.locator("#task-name")).to_have_text("Two tabs")
     expect(a).to_have_title("Two tabs · vgen")
     task_url = a.url
-    wait_hydrated(a, "#upload-video")
-    a.locator("#upload-video input[type=file]").set_input_files(str(video))
-    expect(a.locator("#slot-video-file")).to_contain_text("speaker.mp4", timeout=60_000)
-    a.locator("#upload-audio input[type=file]").set_input_files(str(audio))
-    expect(a.locator("#slot-audio-file")).to_contain_text("voice.m4a")
+    upload_lipsync_inputs(a, video, audio)
 
     b = context.new_page()  # the same task in a second tab
     b.goto(task_url)
