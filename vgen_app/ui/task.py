@@ -22,6 +22,9 @@ from vgen_app.ui.session import SessionState, signed_in
 ALL_SLOTS = sorted({s.name for m in catalog.models() for s in m.slots})
 WATCH_SECONDS = 1.0
 RUNS_SHOWN = 20  # the task page lists the newest runs; older ones stay in the database
+# The owner-only media route (/api/media/…, issue L) is not served yet: until it is, the page
+# shows no previews or players (they would be empty boxes); downloads work as before.
+MEDIA_ROUTE = False
 
 
 @dataclass
@@ -83,7 +86,7 @@ def slot_views(spec: catalog.ModelSpec | None, inputs: dict) -> dict[str, SlotVi
             limits=limits,
             filename=item.filename if item else "",
             details=_media_details(item) if item else "",
-            media_url=routes.api(f"/api/media/input/{item.id}") if item else "",
+            media_url=routes.api(f"/api/media/input/{item.id}") if item and MEDIA_ROUTE else "",
         )
     return views
 
@@ -102,8 +105,10 @@ def run_row(r: Run) -> RunRow:
         error=r.error or "",
         refunded=r.refunded_at is not None,
         download=routes.api(f"/api/runs/{r.id}/result") if done else "",
-        play=routes.api(f"/api/media/result/{r.id}") if done else "",
-        poster=routes.api(f"/api/media/poster/{r.id}") if done and r.poster_key else "",
+        play=routes.api(f"/api/media/result/{r.id}") if done and MEDIA_ROUTE else "",
+        poster=routes.api(f"/api/media/poster/{r.id}")
+        if done and r.poster_key and MEDIA_ROUTE
+        else "",
         cancelable=r.status == RunStatus.QUEUED and not r.provider_job_id,
     )
 
