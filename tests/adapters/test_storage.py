@@ -83,6 +83,18 @@ def test_put_read_size_exists_delete(store: Storage, source: Path, tmp_path: Pat
     store.delete(key)  # already gone: no error
 
 
+def test_range_reads_only_the_asked_bytes(store: Storage, source: Path) -> None:
+    key = "results/task-1/run.mp4"
+    store.put_file(key, source)
+    size = len(PAYLOAD)
+    for first, last in [(0, 0), (0, 99), (12_345, 250_000), (size - 10, size - 1), (0, size - 1)]:
+        chunks = list(store.iter_range(key, first, last, chunk_size=65_536))
+        assert b"".join(chunks) == PAYLOAD[first : last + 1], (first, last)
+        assert all(len(c) <= 65_536 for c in chunks)
+    with pytest.raises(FileNotFoundError):
+        list(store.iter_range("nope/missing.mp4", 0, 10))
+
+
 def test_missing_object_is_file_not_found(store: Storage, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         store.open_read("nope/missing.mp4")

@@ -230,13 +230,16 @@ _AUDIO_ARGS = ["-c:a", "aac", "-b:a", "128k"]
 _EVEN = "scale=trunc(iw/2)*2:trunc(ih/2)*2"
 
 
-def _run_ffmpeg(args: list[str], out: Path) -> None:
+_MP4_OUT = ["-movflags", "+faststart", "-f", "mp4"]
+
+
+def _run_ffmpeg(args: list[str], out: Path, output: list[str] = _MP4_OUT) -> None:
     """Run ffmpeg writing to a temporary file beside `out`, then rename: no half-written output."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args]
-    cmd += ["-movflags", "+faststart", "-f", "mp4", str(tmp)]
+    cmd += [*output, str(tmp)]
     try:
         proc = subprocess.run(
             cmd,
@@ -296,3 +299,10 @@ def make_talking_photo(image: Path, audio: Path, out: Path) -> None:
     args += ["-map", "0:v:0", "-map", "1:a:0", "-vf", f"{_EVEN},format=yuv420p"]
     args += [*_video_codec_args(), *_AUDIO_ARGS, "-t", f"{duration:.3f}", "-shortest"]
     _run_ffmpeg(args, out)
+
+
+def make_poster(video: Path, out: Path) -> None:
+    """A JPEG frame of the video (a representative one of its first second), at most 640 px wide."""
+    args = ["-i", str(video), "-map", "0:v:0", "-vf", "thumbnail=25,scale='min(640,iw)':-2"]
+    args += ["-frames:v", "1", "-q:v", "4"]
+    _run_ffmpeg(args, out, ["-f", "image2", "-c:v", "mjpeg"])

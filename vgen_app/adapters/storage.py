@@ -39,6 +39,12 @@ class Storage(Protocol):
     def iter_chunks(self, key: str, chunk_size: int = 1024 * 1024) -> Iterator[bytes]:
         """The object's bytes in chunks (for streaming downloads)."""
 
+    def iter_range(
+        self, key: str, first: int, last: int, chunk_size: int = 256 * 1024
+    ) -> Iterator[bytes]:
+        """Bytes first..last (inclusive) of the object in chunks, read as they are sent (never
+        the whole object at once); raises FileNotFoundError if it does not exist."""
+
     def download_to(self, key: str, dest: Path) -> None:
         """Copy the object to a local file (e.g. for ffmpeg)."""
 
@@ -104,6 +110,16 @@ class LocalStorage:
     def iter_chunks(self, key: str, chunk_size: int = 1024 * 1024) -> Iterator[bytes]:
         with self.open_read(key) as f:
             while chunk := f.read(chunk_size):
+                yield chunk
+
+    def iter_range(
+        self, key: str, first: int, last: int, chunk_size: int = 256 * 1024
+    ) -> Iterator[bytes]:
+        with self.open_read(key) as f:
+            f.seek(first)
+            left = last - first + 1
+            while left > 0 and (chunk := f.read(min(chunk_size, left))):
+                left -= len(chunk)
                 yield chunk
 
     def download_to(self, key: str, dest: Path) -> None:
@@ -174,6 +190,25 @@ class S3Storage:
 
     def iter_chunks(self, key: str, chunk_size: int = 1024 * 1024) -> Iterator[bytes]:
         body: Any = self.open_read(key)
+        try:
+            yield from body.iter_chunks(chunk_size)
+        finally:
+            body.close()
+
+    def iter_range(
+        self, key: str, first: int, last: int, chunk_size: int = 256 * 1024
+    ) -> Iterator[bytes]:
+        try:
+            obj = self.client.get_object(
+                Bucket=self.bucket, Key=self._key(key), Range=f"bytes={first}-{last}"
+            )
+        except ClientError as exc:
+            if _is_not_found(exc):
+                raise FileNotFoundError(key) from exc
+            raise StorageError(f"reading {key} failed: {exc}") from exc
+        except BotoCoreError as exc:
+            raise StorageError(f"reading {key} failed: {exc}") from exc
+        body: Any = obj["Body"]
         try:
             yield from body.iter_chunks(chunk_size)
         finally:

@@ -16,16 +16,25 @@ def session_token(request: Request) -> str | None:
     return token_from_cookie_header(request.headers.get("cookie"))
 
 
-async def current_user(request: Request) -> SessionUser:
-    """The live session's user, checked in the database on every call; 401 without one. The user
-    id goes into the request's log line."""
+async def session_user(request: Request) -> SessionUser | None:
+    """The live session's user, checked in the database on every call, or None. The user id
+    goes into the request's log line."""
     token = session_token(request)
     user = await run_db(sessions.validate, token) if token else None
+    if user is not None:
+        request.state.user_id = user.user_id
+    return user
+
+
+async def current_user(request: Request) -> SessionUser:
+    """The live session's user; 401 without one."""
+    user = await session_user(request)
     if user is None:
         raise HTTPException(status_code=401, detail="Log in to download.")
-    request.state.user_id = user.user_id
     return user
 
 
 CurrentUser = Annotated[SessionUser, Depends(current_user)]
+# For routes that answer a visitor without a session like anyone else who may not see the thing.
+MaybeUser = Annotated[SessionUser | None, Depends(session_user)]
 SessionToken = Annotated[str | None, Depends(session_token)]

@@ -16,6 +16,7 @@ from sqlmodel import Session, col, select
 
 from vgen_app import clock
 from vgen_app.adapters import generation as gen
+from vgen_app.adapters import media
 from vgen_app.adapters.storage import Storage, StorageError
 from vgen_app.config import get_settings
 from vgen_app.db import end_read
@@ -193,10 +194,25 @@ def keep_result(
         except (StorageError, OSError) as exc:
             log.warning("run %s: storing the result failed (%s); will retry", run.id, exc)
             return False
-    if not succeed_run(db, run.id, key, size):
-        storage.delete(key)
+        poster = _keep_poster(run, dest, key.removesuffix(".mp4") + ".jpg", storage)
+    if not succeed_run(db, run.id, key, size, poster):
+        for stored in (key, poster):
+            if stored:
+                storage.delete(stored)
         return False
     return True
+
+
+def _keep_poster(run: Run, video: Path, key: str, storage: Storage) -> str | None:
+    """A frame of the result for its player and the task list; a result without one still plays."""
+    jpeg = video.with_name("poster.jpg")
+    try:
+        media.make_poster(video, jpeg)
+        storage.put_file(key, jpeg)
+    except (media.MediaError, StorageError, OSError) as exc:
+        log.warning("run %s: no poster frame (%s)", run.id, exc)
+        return None
+    return key
 
 
 def step(db: Session, provider: gen.GenerationProvider, storage: Storage) -> StepReport:

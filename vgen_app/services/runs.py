@@ -261,7 +261,9 @@ def _end_and_refund(
     return True
 
 
-def succeed_run(db: Session, run_id: str, result_key: str, size: int) -> bool:
+def succeed_run(
+    db: Session, run_id: str, result_key: str, size: int, poster_key: str | None = None
+) -> bool:
     now = clock.now()
     result = db.exec(
         update(Run)
@@ -271,6 +273,7 @@ def succeed_run(db: Session, run_id: str, result_key: str, size: int) -> bool:
             progress=1.0,
             result_key=result_key,
             result_bytes=size,
+            poster_key=poster_key,
             finished_at=now,
             updated_at=now,
         )

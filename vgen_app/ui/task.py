@@ -22,9 +22,6 @@ from vgen_app.ui.session import SessionState, signed_in
 ALL_SLOTS = sorted({s.name for m in catalog.models() for s in m.slots})
 WATCH_SECONDS = 1.0
 RUNS_SHOWN = 20  # the task page lists the newest runs; older ones stay in the database
-# The owner-only media route (/api/media/…, issue L) is not served yet: until it is, the page
-# shows no previews or players (they would be empty boxes); downloads work as before.
-MEDIA_ROUTE = False
 
 
 @dataclass
@@ -71,6 +68,11 @@ def _media_details(item: TaskInput) -> str:
     return " · ".join(p for p in parts if p) + f" · {format.size(item.size_bytes)}"
 
 
+def _input_url(item: TaskInput) -> str:
+    # The slot's row stays when its file is replaced: the version makes the player load the new one.
+    return routes.api(f"/api/media/input/{item.id}?v={int(item.created_at.timestamp())}")
+
+
 def slot_views(spec: catalog.ModelSpec | None, inputs: dict) -> dict[str, SlotView]:
     views = {name: SlotView() for name in ALL_SLOTS}
     for order, slot in enumerate(spec.slots if spec else []):
@@ -86,7 +88,7 @@ def slot_views(spec: catalog.ModelSpec | None, inputs: dict) -> dict[str, SlotVi
             limits=limits,
             filename=item.filename if item else "",
             details=_media_details(item) if item else "",
-            media_url=routes.api(f"/api/media/input/{item.id}") if item and MEDIA_ROUTE else "",
+            media_url=_input_url(item) if item else "",
         )
     return views
 
@@ -105,10 +107,8 @@ def run_row(r: Run) -> RunRow:
         error=r.error or "",
         refunded=r.refunded_at is not None,
         download=routes.api(f"/api/runs/{r.id}/result") if done else "",
-        play=routes.api(f"/api/media/result/{r.id}") if done and MEDIA_ROUTE else "",
-        poster=routes.api(f"/api/media/poster/{r.id}")
-        if done and r.poster_key and MEDIA_ROUTE
-        else "",
+        play=routes.api(f"/api/media/result/{r.id}") if done else "",
+        poster=routes.api(f"/api/media/poster/{r.id}") if done and r.poster_key else "",
         cancelable=r.status == RunStatus.QUEUED and not r.provider_job_id,
     )
 

@@ -1,0 +1,147 @@
+"""What the owner-only media route serves: a task's stored inputs, its runs' results and their
+poster frames, found for their owner only (anyone else, and a deleted task: NotFound), and the
+byte range a `Range` header asks for (RFC 9110 §14)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import PurePosixPath
+
+from sqlmodel import Session, col, select
+
+from vgen_app import catalog
+from vgen_app.db import end_read
+from vgen_app.models import Run, RunStatus, Task, TaskInput, is_id
+from vgen_app.services.errors import NotFound
+
+
+class Kind(StrEnum):
+    INPUT = "input"
+    RESULT = "result"
+    POSTER = "poster"
+
+
+# A stored file's type from its key's extension (the upload rules allow only these), per kind of
+# slot: a `.webm` in an audio slot is audio/webm. Anything else is served as bytes, never sniffed.
+_TYPES = {
+    "mp4": "video/mp4",
+    "mov": "video/quicktime",
+    "webm": "video/webm",
+    "mkv": "video/x-matroska",
+    "mp3": "audio/mpeg",
+    "wav": "audio/wav",
+    "m4a": "audio/mp4",
+    "aac": "audio/aac",
+    "ogg": "audio/ogg",
+    "opus": "audio/ogg",
+    "flac": "audio/flac",
+    "jpg": "image/jpeg",
+    "jpeg": "image/jpeg",
+    "png": "image/png",
+    "webp": "image/webp",
+}
+
+
+def content_type(key: str, kind: str = "") -> str:
+    ext = PurePosixPath(key).suffix.lower().lstrip(".")
+    if ext == "webm" and kind == "audio":
+        return "audio/webm"
+    return _TYPES.get(ext, "application/octet-stream")
+
+
+@dataclass(frozen=True)
+class Media:
+    key: str
+    content_type: str
+
+    @property
+    def etag(self) -> str:
+        # Every stored object has a key of its own (a replaced input or a re-saved result gets a
+        # new one), so the key names the bytes.
+        return '"' + hashlib.sha256(self.key.encode()).hexdigest()[:20] + '"'
+
+
+def locate(db: Session, owner_id: str, kind: str, ref: str) -> Media:
+    """The stored file `ref` of this kind, if `owner_id` owns it and its task is not deleted."""
+    if kind == Kind.INPUT and ref.isdigit() and len(ref) < 12:
+        row = db.exec(
+            select(TaskInput.storage_key, TaskInput.slot, Task.model)
+            .join(Task, col(Task.id) == TaskInput.task_id)
+            .where(
+                TaskInput.id == int(ref),
+                Task.owner_id == owner_id,
+                col(Task.deleted_at).is_(None),
+            )
+        ).first()
+        end_read(db)
+        if row is None:
+            raise NotFound()
+        key, slot, model = row
+        return Media(key, content_type(key, _slot_kind(model, slot)))
+    if kind in (Kind.RESULT, Kind.POSTER) and is_id(ref):
+        found = db.exec(
+            select(Run.result_key, Run.poster_key)
+            .join(Task, col(Task.id) == Run.task_id)
+            .where(
+                Run.id == ref,
+                Run.owner_id == owner_id,
+                Run.status == RunStatus.SUCCEEDED,
+                col(Task.deleted_at).is_(None),
+            )
+        ).first()
+        end_read(db)
+        key = (found[0] if kind == Kind.RESULT else found[1]) if found else None
+        if not key:
+            raise NotFound()
+        return Media(key, content_type(key))
+    raise NotFound()
+
+
+def _slot_kind(model: str, slot: str) -> str:
+    spec = catalog.get(model)
+    found = [s.kind for s in spec.slots if s.name == slot] if spec else []
+    return found[0] if found else ""
+
+
+# --- Range -----------------------------------------------------------------------------------------
+
+
+class Unsatisfiable(Exception):
+    """The Range header asks for bytes the object does not have, or for several ranges, or is
+    malformed: answered 416 with `Content-Range: bytes */<size>`."""
+
+
+_RANGE = re.compile(r"^bytes=(\d{0,19})-(\d{0,19})$")
+
+
+def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The inclusive (first, last) byte a Range header asks for, or None for the whole object.
+
+    One range only (`bytes=a-b`, `bytes=a-`, `bytes=-n`); a range unit other than bytes is ignored
+    (RFC 9110: the whole object); several ranges, a malformed one, or one past the end are
+    Unsatisfiable."""
+    if header is None or not header.strip():
+        return None
+    value = header.strip()
+    unit = value.split("=", 1)[0].strip().lower()
+    if unit != "bytes":
+        return None
+    match = _RANGE.match(value.replace(" ", "").lower())
+    if match is None:
+        raise Unsatisfiable(header)
+    first, last = match.groups()
+    if first == "" and last == "":
+        raise Unsatisfiable(header)
+    if first == "":  # the last N bytes
+        n = int(last)
+        if n == 0 or size == 0:
+            raise Unsatisfiable(header)
+        return max(0, size - n), size - 1
+    start = int(first)
+    end = size - 1 if last == "" else min(int(last), size - 1)
+    if start >= size or (last != "" and int(last) < start):
+        raise Unsatisfiable(header)
+    return start, end
