@@ -124,3 +124,33 @@ def upload_lipsync_inputs(page: Page, video: Path, audio: Path) -> None:
     expect(page.locator("#slot-video-file")).to_contain_text(video.name, timeout=60_000)
     page.locator("#upload-audio input[type=file]").set_input_files(str(audio))
     expect(page.locator("#slot-audio-file")).to_contain_text(audio.name, timeout=60_000)
+
+
+def new_member(page: Page, app, password: str = "correct horse battery") -> str:
+    """A new user, signed up, activated and logged in on `page`; returns the address."""
+    email = unique_email()
+    signup(page, email, password)
+    activate(page, app.outbox, email)
+    login_ok(page, app.url, email, password)
+    return email
+
+
+def buy_10k(page: Page) -> None:
+    """10,000 tokens through the test checkout."""
+    page.goto("/tokens")
+    wait_hydrated(page, "#buy-10k")
+    page.click("#buy-10k")
+    wait_hydrated(page, "#test-pay")
+    page.click("#test-pay")
+    expect(page.locator("#payment-credited")).to_be_visible()
+
+
+def create_task(page: Page, name: str, model: str = "lipsync") -> str:
+    """A new task of `model` from the New task page; returns its path."""
+    page.goto("/tasks/new")
+    wait_hydrated(page, "#create-task")
+    page.click(f"#model-{model}")
+    page.fill("#name", name)
+    page.click("#create-task")
+    expect(page.locator("#task-name")).to_have_text(name)
+    return re.sub(r"^https?://[^/]+", "", page.url).split("?")[0].rstrip("/")

@@ -9,37 +9,17 @@ import re
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from a11y_helpers import PASSWORD, sample_media
+from a11y_helpers import sample_media
 from journey_helpers import (
-    activate,
-    login_ok,
+    create_task,
+    new_member,
     path_is,
-    signup,
-    unique_email,
     upload_lipsync_inputs,
     wait_hydrated,
 )
 from playwright.sync_api import Page, expect
 
 pytestmark = pytest.mark.browser
-
-
-def _member(page: Page, app_server) -> str:
-    email = unique_email()
-    signup(page, email, PASSWORD)
-    activate(page, app_server.outbox, email)
-    login_ok(page, app_server.url, email, PASSWORD)
-    return email
-
-
-def _create(page: Page, name: str, model: str = "lipsync") -> str:
-    page.goto("/tasks/new")
-    wait_hydrated(page, "#create-task")
-    page.click(f"#model-{model}")
-    page.fill("#name", name)
-    page.click("#create-task")
-    expect(page.locator("#task-name")).to_have_text(name)
-    return urlsplit(page.url).path.rstrip("/")
 
 
 def _query(page: Page) -> dict[str, list[str]]:
@@ -54,10 +34,10 @@ def _choose(page: Page, select: str, option: str) -> None:
 
 def test_filters_search_and_page_stay_through_a_visit_to_a_task(app_server, new_context, shots):
     page = new_context().new_page()
-    _member(page, app_server)
+    new_member(page, app_server)
     for i in range(1, 22):
-        _create(page, f"Promo {i:02d}")
-    _create(page, "Interview", "faceswap")
+        create_task(page, f"Promo {i:02d}")
+    create_task(page, "Interview", "faceswap")
 
     page.goto("/")
     table = page.locator("#tasks-table")
@@ -127,8 +107,8 @@ def test_filters_search_and_page_stay_through_a_visit_to_a_task(app_server, new_
 
 def test_top_up_from_a_task_and_its_run_in_the_history(app_server, new_context, shots, tmp_path):
     page = new_context().new_page()
-    _member(page, app_server)
-    task_path = _create(page, "Birthday clip")
+    new_member(page, app_server)
+    task_path = create_task(page, "Birthday clip")
     video, audio = sample_media(tmp_path)
     upload_lipsync_inputs(page, video, audio)
 

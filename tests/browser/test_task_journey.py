@@ -6,22 +6,13 @@ from __future__ import annotations
 import re
 
 import pytest
-from journey_helpers import activate, login_ok, signup, unique_email, wait_hydrated
+from journey_helpers import activate, buy_10k, login_ok, signup, unique_email, wait_hydrated
 from playwright.sync_api import expect
 
 from tests.fakes.media_samples import make_audio, make_video
 from vgen_app.adapters import media
 
 pytestmark = pytest.mark.browser
-
-
-def _buy_10k(page) -> None:
-    page.goto("/tokens")
-    wait_hydrated(page, "#buy-10k")
-    page.click("#buy-10k")
-    wait_hydrated(page, "#test-pay")
-    page.click("#test-pay")
-    expect(page.locator("#payment-credited")).to_be_visible()
 
 
 def _upload(page, slot: str, path) -> None:
@@ -39,7 +30,7 @@ def test_lipsync_task_run_download_regenerate(app_server, new_context, shots, tm
     login_ok(page, app_server.url, email, password)
     expect(page.locator("#tasks-empty")).to_be_visible()
     shots(page, "dashboard-empty")
-    _buy_10k(page)
+    buy_10k(page)
 
     page.goto("/tasks/new")
     wait_hydrated(page, "#create-task")

@@ -196,6 +196,41 @@ def test_streamed_upload_over_the_limit_stops_early(
     assert stored_files(local_storage) == [] and db.exec(select(TaskInput)).all() == []
 
 
+class StalledChunks(FakeChunks):
+    """A few chunks, then the client stops sending (a cancelled upload waits here)."""
+
+    async def __anext__(self):
+        if self.left == 0:
+            await asyncio.sleep(3600)
+        return await super().__anext__()
+
+
+def test_a_cancelled_upload_leaves_no_spool_file(
+    db: Session, local_storage: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reflex cancels the handler when the browser aborts the upload ("Cancel upload")."""
+    from vgen_app.services.uploads import spool_and_ingest
+
+    ann = make_user(db, "ann@example.com")
+    task = tasks.create_task(db, ann, "lipsync")
+    slot = catalog.get("lipsync").get_slot("video")
+    chunks = StalledChunks("clip.mp4", chunks=3, size=64 * 1024)
+    spool = get_settings().upload_tmp_dir
+
+    async def cancel_midway() -> None:
+        job = asyncio.ensure_future(spool_and_ingest(chunks, ann, task.id, slot))
+        while chunks.consumed < 3 or not list(spool.glob("*")):
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        job.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await job
+
+    asyncio.run(cancel_midway())
+    assert not list(spool.glob("*"))
+    assert stored_files(local_storage) == [] and db.exec(select(TaskInput)).all() == []
+
+
 @pytest.mark.parametrize("bad", ["a\x00b", "x" * 33, "", "../etc", "id with spaces", "é"])
 def test_ids_that_are_not_ours_are_not_found_before_the_database(db: Session, bad: str) -> None:
     ann = make_user(db, "ann@example.com")

@@ -115,8 +115,12 @@ async def spool_and_ingest(
             await asyncio.to_thread(handle.write, chunk.data)
     except TaskError as exc:
         error = exc.message
-    finally:
+    except asyncio.CancelledError:  # the upload was cancelled or its client went away
         await asyncio.to_thread(handle.close)
+        await asyncio.to_thread(spooled.unlink, True)
+        raise
+    finally:
+        await asyncio.to_thread(handle.close)  # a second close is harmless
     if error or not filename:
         await asyncio.to_thread(spooled.unlink, True)
         return error or NO_FILE

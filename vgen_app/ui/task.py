@@ -118,11 +118,13 @@ def _tab_title(name: str) -> rx.event.EventSpec:
     return rx.call_script(f"document.title = {json.dumps(f'{name} · vgen')}")
 
 
-# While an upload streams, leaving the page (reload, close, another address) asks first.
-_LEAVE_GUARD_ON = rx.call_script(
-    "window.onbeforeunload = (e) => { e.preventDefault(); e.returnValue = ''; }"
+# While an upload streams (its progress shows), leaving the page (reload, close, another address)
+# asks first. Installed with the page; it asks only while a progress bar is on it.
+_LEAVE_GUARD = rx.call_script(
+    "window.onbeforeunload = (e) => {"
+    " if (document.querySelector('[id^=\"slot-\"][id$=\"-progress\"]')) {"
+    " e.preventDefault(); e.returnValue = ''; } }"
 )
-_LEAVE_GUARD_OFF = rx.call_script("window.onbeforeunload = null")
 
 
 class TaskState(SessionState):
@@ -187,6 +189,7 @@ class TaskState(SessionState):
             self.run_needs_topup = False
             self._reset_slots()
             self.run_rows = []
+        self.renaming, self.rename_error = False, ""  # a page (re)load shows the name, not a form
         try:
             await self._refresh(self._user_id)
         except tasks.NotFound:
@@ -338,7 +341,7 @@ class TaskState(SessionState):
                 self.uploading[slot] = True
         if slot not in ALL_SLOTS:
             return
-        yield _LEAVE_GUARD_ON
+        yield _LEAVE_GUARD
         error = ""
         try:
             _task, spec_slot = await run_db(tasks.upload_target, user_id, task_id, slot)
@@ -347,10 +350,10 @@ class TaskState(SessionState):
                 error = ""  # a drop the browser refused: its toast already said why
         except tasks.TaskError as exc:
             error = exc.message
-        async with self:
-            still_uploading = any(v for k, v in self.uploading.items() if k != slot)
-        if not still_uploading:
-            yield _LEAVE_GUARD_OFF
+        except asyncio.CancelledError:  # "Cancel upload", or the tab went: nothing is kept
+            async with self:
+                self.uploading[slot], self.upload_pct[slot] = False, 0
+            raise
         async with self:
             self.uploading[slot] = False
             self.upload_pct[slot] = 0 if error else 100

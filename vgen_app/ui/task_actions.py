@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import reflex as rx
 
+from vgen_app.services import tasks
 from vgen_app.ui.layout import error_callout
 from vgen_app.ui.task import TaskState
 
@@ -43,6 +44,7 @@ def _rename_form() -> rx.Component:
 
 
 def _delete_dialog() -> rx.Component:
+    """Delete behind a confirmation; while a run is in flight the dialog says why it cannot."""
     return rx.alert_dialog.root(
         rx.alert_dialog.trigger(
             rx.button(
@@ -51,25 +53,39 @@ def _delete_dialog() -> rx.Component:
                 variant="soft",
                 color_scheme="red",
                 high_contrast=True,
-                disabled=TaskState.in_flight | TaskState.deleting,
+                disabled=TaskState.deleting,
                 id="delete-task",
             )
         ),
         rx.alert_dialog.content(
-            rx.alert_dialog.title("Delete this task?"),
-            rx.alert_dialog.description(
-                "Its uploaded files and every result are removed for good. "
-                "Your token history keeps its entries.",
+            rx.alert_dialog.title("Delete “", TaskState.task_name, "”?"),
+            rx.cond(
+                TaskState.in_flight,
+                rx.alert_dialog.description(tasks.BUSY_DELETE, id="delete-busy"),
+                rx.alert_dialog.description(
+                    "Its uploaded files and every result are removed for good. "
+                    "Your token history keeps its entries.",
+                ),
             ),
             rx.hstack(
-                rx.alert_dialog.cancel(rx.button("Keep it", variant="soft", color_scheme="gray")),
-                rx.alert_dialog.action(
+                rx.alert_dialog.cancel(
                     rx.button(
-                        "Delete the task",
-                        color_scheme="red",
-                        on_click=TaskState.delete,
-                        id="delete-confirm",
+                        rx.cond(TaskState.in_flight, "Close", "Keep it"),
+                        variant="soft",
+                        color_scheme="gray",
                     )
+                ),
+                rx.cond(
+                    TaskState.in_flight,
+                    rx.fragment(),
+                    rx.alert_dialog.action(
+                        rx.button(
+                            "Delete the task",
+                            color_scheme="red",
+                            on_click=TaskState.delete,
+                            id="delete-confirm",
+                        )
+                    ),
                 ),
                 spacing="3",
                 justify="end",
