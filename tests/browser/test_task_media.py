@@ -45,6 +45,34 @@ def _play(page: Page, selector: str) -> None:
     page.wait_for_function(_PLAYABLE, arg=selector, timeout=20_000)
 
 
+def _bar_reading(run) -> dict | None:
+    """The run's progress bar at rest: its label, aria-valuenow and how much of it is filled (in
+    %). None if the run ended first, or the value kept moving while it was measured."""
+    bar = run.get_by_role("progressbar")
+    if bar.count() == 0:
+        return None
+    with contextlib.suppress(PlaywrightError):  # the bar went away: the run ended
+        return bar.evaluate(
+            """async (el) => {
+                for (let i = 0; i < 5; i++) {
+                    const ind = el.firstElementChild;
+                    const before = el.getAttribute("aria-valuenow");
+                    await Promise.all(ind.getAnimations().map((a) => a.finished));
+                    const box = el.getBoundingClientRect();
+                    const r = ind.getBoundingClientRect();
+                    const label = el.parentElement.innerText;
+                    if (before === el.getAttribute("aria-valuenow") && !ind.getAnimations().length) {
+                        return {label, now: Number(before),
+                                filled: Math.round((100 * (r.right - box.left)) / box.width)};
+                    }
+                }
+                return null;
+            }""",
+            timeout=5_000,
+        )
+    return None
+
+
 def _media(tmp_path: Path) -> dict[str, Path]:
     return {
         "video": make_video(tmp_path / "speaker.mp4", seconds=3, size="320x240"),
@@ -86,24 +114,16 @@ def test_inputs_preview_results_play_and_seek(app_server, new_context, shots, tm
     expect(run1.get_by_role("progressbar")).to_be_visible()
     expect(page.locator("#upload-video-button")).to_be_disabled()
     expect(page.locator("#upload-audio-button")).to_be_disabled()
+    readings = []
     for _ in range(3):
-        bar = run1.get_by_role("progressbar")
-        if bar.count() == 0:
+        reading = _bar_reading(run1)
+        if reading is None:
             break
-        shown = bar.evaluate(
-            """(el) => {
-                const ind = el.firstElementChild;
-                const full = el.getBoundingClientRect().width;
-                const r = ind.getBoundingClientRect();
-                return {
-                    label: el.parentElement.innerText,
-                    filled: full ? Math.round(100 * (r.right - el.getBoundingClientRect().left) / full) : 0,
-                };
-            }"""
-        )
-        label = int(re.search(r"(\d+)\s*%", shown["label"]).group(1))
-        assert abs(shown["filled"] - label) <= 3, shown
+        label = int(re.search(r"(\d+)\s*%", reading["label"]).group(1))
+        assert reading["now"] == label and abs(reading["filled"] - label) <= 3, reading
+        readings.append(reading)
         time.sleep(0.7)
+    assert readings, "the run's progress bar was never seen at rest"
     expect(run1).to_have_attribute("data-status", "succeeded", timeout=60_000)
     assert not [m for m in console if "Invalid prop" in m], console
 
@@ -134,6 +154,12 @@ def test_inputs_preview_results_play_and_seek(app_server, new_context, shots, tm
     played = [a for a in media_answers if "/api/media/result/" in a[0]]
     assert played and all(status == 206 and rng for _, status, rng in played), played
     shots(page, "result-player")
+
+    # My tasks shows the newest result's frame beside the task's name.
+    page.goto("/")
+    thumb = page.get_by_role("img", name="Media check — latest result")
+    expect(thumb).to_have_attribute("src", poster)
+    page.wait_for_function("(el) => el.complete && el.naturalWidth > 0", arg=thumb.element_handle())
 
     # An image input, previewed; a picture too small for any model is refused at once.
     photo_path = create_task(page, "Face check", "faceswap")

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import re
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
@@ -17,12 +20,13 @@ import stripe
 import wrapt
 from starlette.testclient import TestClient
 
-from tests.helpers import make_user, ui_state
+from tests.helpers import login_session, make_user, ui_state
 from vgen_app.adapters import mail
 from vgen_app.adapters import storage as storage_mod
 from vgen_app.config import get_settings, reset_settings
 from vgen_app.db import session_scope
-from vgen_app.services import accounts
+from vgen_app.models import Run, TaskInput
+from vgen_app.services import accounts, tasks
 
 ORIGIN = "http://localhost:3000"
 PW = "correct horse"
@@ -171,3 +175,108 @@ def client(
         assert settings.storage_url == f"file://{storage_root}", settings.storage_url
         assert settings.admin_token == ADMIN_TOKEN
         yield c
+
+
+# --- Two users' stored media (the download route, the media route) ---------------------------------
+
+
+@dataclass
+class Downloads:
+    run_id: str
+    other_run_id: str  # eve's own run
+    content: bytes  # every result's bytes
+    tokens: dict[str, str]  # ann, eve (sessions)
+    ids: dict[str, str]  # user ids
+    task_ids: dict[str, str]  # ann, eve: the task of each one's run
+    input_ids: dict[str, int]  # ann, eve: the task's audio input
+    poster: bytes  # every run's poster (a JPEG frame, as far as its first bytes go)
+    audio: bytes  # every input's bytes (.m4a)
+    keys: dict[str, list[str]]  # ann, eve: every storage key of the task (result, poster, input)
+
+
+def _store(root: Path, key: str, content: bytes) -> None:
+    src = root.parent / f"{uuid.uuid4().hex}.part"
+    src.write_bytes(content)
+    storage_mod.get_storage().put_file(key, src)
+    src.unlink()
+
+
+@pytest.fixture
+def downloads(database_url: str, storage_root: Path) -> Downloads:
+    """Two users, each with a task holding an audio input and a succeeded run whose result and
+    poster frame are in storage."""
+    content = b"\x00\x00\x00\x18ftypmp42" + os.urandom(50_000)
+    poster = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + os.urandom(3_000) + b"\xff\xd9"
+    audio = b"\x00\x00\x00\x1cftypM4A " + os.urandom(20_000)
+    storage_root.parent.mkdir(parents=True, exist_ok=True)
+    made: dict[str, str] = {}
+    runs_by: dict[str, str] = {}
+    task_ids: dict[str, str] = {}
+    input_ids: dict[str, int] = {}
+    keys: dict[str, list[str]] = {}
+    with session_scope() as db:
+        for name in ("ann", "eve"):
+            uid = make_user(db, f"{name}@example.com")
+            made[name] = uid
+            task = tasks.create_task(db, uid, "lipsync", f"{name}'s clip")
+            result_key = f"results/{task.id}/{uuid.uuid4().hex}.mp4"
+            run = Run(
+                task_id=task.id,
+                owner_id=uid,
+                attempt=1,
+                status="succeeded",
+                progress=1.0,
+                price=500,
+                model="lipsync",
+                inputs={},
+                result_key=result_key,
+                result_bytes=len(content),
+                poster_key=result_key.removesuffix(".mp4") + ".jpg",
+            )
+            audio_key = tasks.storage_key(task.id, "audio", "voice.m4a")
+            row = TaskInput(
+                task_id=task.id,
+                slot="audio",
+                storage_key=audio_key,
+                filename="voice.m4a",
+                size_bytes=len(audio),
+                media={},
+            )
+            db.add(run)
+            db.add(row)
+            db.commit()
+            _store(storage_root, result_key, content)
+            _store(storage_root, run.poster_key, poster)
+            _store(storage_root, audio_key, audio)
+            runs_by[name] = run.id
+            task_ids[name] = task.id
+            assert row.id is not None
+            input_ids[name] = row.id
+            keys[name] = [result_key, run.poster_key, audio_key]
+        tokens = {name: login_session(db, f"{name}@example.com") for name in made}
+    return Downloads(
+        runs_by["ann"],
+        runs_by["eve"],
+        content,
+        tokens,
+        made,
+        task_ids,
+        input_ids,
+        poster,
+        audio,
+        keys,
+    )
+
+
+JUNK_RUN_IDS = [
+    "nonexistent",
+    "%00",
+    "abc%00def",
+    "a" * 33,
+    "a" * 5000,
+    "..%2F..%2Fetc%2Fpasswd",
+    "%2e%2e",
+    "%E2%80%AE",
+    "%27%20OR%201%3D1%20--",
+    "%F0%9F%8E%AC",
+]

@@ -7,89 +7,26 @@ session. Each scenario records its figure.
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections import Counter
-from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlmodel import select
 from starlette.testclient import TestClient
 
-from tests.helpers import login_session, make_user
+from tests.helpers import login_session
 from tests.scenarios import abuse_helpers
-from tests.scenarios.abuse_helpers import BOTH, ORIGIN
+from tests.scenarios.abuse_helpers import BOTH, JUNK_RUN_IDS, ORIGIN, Downloads
 from vgen_app import clock
-from vgen_app.adapters import storage as storage_mod
 from vgen_app.config import get_settings
 from vgen_app.db import session_scope
-from vgen_app.models import Run, UserSession
-from vgen_app.services import accounts, sessions, tasks
+from vgen_app.models import UserSession
+from vgen_app.services import accounts, sessions
 
 client = abuse_helpers.client
 secrets_set = abuse_helpers.secrets_set
 storage_root = abuse_helpers.storage_root
-
-
-@dataclass
-class Downloads:
-    run_id: str
-    other_run_id: str  # eve's own run
-    content: bytes
-    tokens: dict[str, str]  # ann, eve (sessions)
-    ids: dict[str, str]  # user ids
-
-
-@pytest.fixture
-def downloads(database_url: str, storage_root: Path) -> Downloads:
-    """Two users, each with a task and a succeeded run whose result is in storage."""
-    content = b"\x00\x00\x00\x18ftypmp42" + os.urandom(50_000)
-    storage_root.parent.mkdir(parents=True, exist_ok=True)
-    made: dict[str, str] = {}
-    runs_by: dict[str, str] = {}
-    with session_scope() as db:
-        for name in ("ann", "eve"):
-            uid = make_user(db, f"{name}@example.com")
-            made[name] = uid
-            task = tasks.create_task(db, uid, "lipsync", f"{name}'s clip")
-            run = Run(
-                task_id=task.id,
-                owner_id=uid,
-                attempt=1,
-                status="succeeded",
-                progress=1.0,
-                price=500,
-                model="lipsync",
-                inputs={},
-                result_key=f"results/{task.id}/{uuid.uuid4().hex}.mp4",
-                result_bytes=len(content),
-            )
-            db.add(run)
-            db.commit()
-            src = storage_root.parent / f"{name}.mp4"
-            src.write_bytes(content)
-            storage_mod.get_storage().put_file(run.result_key, src)
-            src.unlink()
-            runs_by[name] = run.id
-        tokens = {name: login_session(db, f"{name}@example.com") for name in made}
-    return Downloads(runs_by["ann"], runs_by["eve"], content, tokens, made)
-
-
-JUNK_RUN_IDS = [
-    "nonexistent",
-    "%00",
-    "abc%00def",
-    "a" * 33,
-    "a" * 5000,
-    "..%2F..%2Fetc%2Fpasswd",
-    "%2e%2e",
-    "%E2%80%AE",
-    "%27%20OR%201%3D1%20--",
-    "%F0%9F%8E%AC",
-]
+downloads = abuse_helpers.downloads
 
 
 @BOTH

@@ -21,6 +21,7 @@ SIZE = 1000
         ("bytes=-5000", (0, 999)),  # more than there is: all of it
         ("bytes=990-5000", (990, 999)),  # clamped to the last byte
         ("bytes=0-99999999999999999", (0, 999)),
+        ("bytes=0-" + "9" * 150, (0, 999)),  # past the end, however many digits: to the end
         ("BYTES = 10-19", (10, 19)),
         ("items=0-5", None),  # a unit we do not know: the whole object (RFC 9110)
     ],
@@ -46,6 +47,8 @@ def test_satisfiable_ranges(header: str | None, expected: tuple[int, int] | None
         "bytes=1.5-2",
         "bytes=0x10-",
         "bytes=\x000-1",
+        "bytes=0-" + "9" * 300,  # longer than any honest header
+        "bytes=²-³",  # digits, but not ASCII ones
     ],
 )
 def test_unsatisfiable_ranges(header: str) -> None:

@@ -64,9 +64,15 @@ class Media:
         return '"' + hashlib.sha256(self.key.encode()).hexdigest()[:20] + '"'
 
 
+# An input's id as we write it (no sign, no leading zero, ASCII digits only: one spelling per
+# input), within the 32-bit column PostgreSQL gives it.
+_INPUT_ID = re.compile(r"[1-9][0-9]{0,9}")
+_MAX_INPUT_ID = 2**31 - 1
+
+
 def locate(db: Session, owner_id: str, kind: str, ref: str) -> Media:
     """The stored file `ref` of this kind, if `owner_id` owns it and its task is not deleted."""
-    if kind == Kind.INPUT and ref.isdigit() and len(ref) < 12:
+    if kind == Kind.INPUT and _INPUT_ID.fullmatch(ref) and int(ref) <= _MAX_INPUT_ID:
         row = db.exec(
             select(TaskInput.storage_key, TaskInput.slot, Task.model)
             .join(Task, col(Task.id) == TaskInput.task_id)
@@ -114,7 +120,8 @@ class Unsatisfiable(Exception):
     malformed: answered 416 with `Content-Range: bytes */<size>`."""
 
 
-_RANGE = re.compile(r"^bytes=(\d{0,19})-(\d{0,19})$")
+_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
+_MAX_RANGE_HEADER = 200
 
 
 def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -129,8 +136,8 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     unit = value.split("=", 1)[0].strip().lower()
     if unit != "bytes":
         return None
-    match = _RANGE.match(value.replace(" ", "").lower())
-    if match is None:
+    match = _RANGE.fullmatch(value.replace(" ", "").lower())
+    if match is None or len(value) > _MAX_RANGE_HEADER:
         raise Unsatisfiable(header)
     first, last = match.groups()
     if first == "" and last == "":
