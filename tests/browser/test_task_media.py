@@ -241,8 +241,11 @@ def test_rename_and_delete_a_task(app_server, new_context, shots, tmp_path):
     expect(page.get_by_text("Wedding toast")).to_have_count(0)
     expect(page.locator("#header-balance")).to_have_text(balance)  # money is not touched
     assert _storage_files(app_server, task_path) == []
+    stranger = new_context().new_page()
+    new_member(stranger, app_server)
     for url in urls:
         assert page.request.get(url).status == 404, url
+        assert stranger.request.get(url).status == 404, url
     page.goto(task_path)
     expect(page.locator("#task-missing")).to_be_visible()
     page.goto("/tokens")
