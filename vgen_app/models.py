@@ -141,6 +141,7 @@ class LinkPurpose(StrEnum):
     ACTIVATION = "activation"
     RESET = "reset"
     LOGIN_TICKET = "login_ticket"
+    EMAIL_CHANGE = "email_change"  # to the new address; `new_email` says which
 
 
 class User(SQLModel, table=True):
@@ -164,13 +165,19 @@ class User(SQLModel, table=True):
     run_mails: bool = Field(
         default=True, sa_column=Column(Boolean, nullable=False, server_default=true())
     )
+    # Deleted by its owner (or the operator): the row stays for the ledger, anonymised, its
+    # address freed.
+    deleted_at: datetime | None = moment(nullable=True)
 
 
 class OneTimeLink(SQLModel, table=True):
     """Activation and reset links, and the short-lived login tickets. Only the token's hash is kept."""
 
     __tablename__ = "one_time_links"
-    __table_args__ = (Index("ix_one_time_links_user_purpose", "user_id", "purpose"),)
+    __table_args__ = (
+        Index("ix_one_time_links_user_purpose", "user_id", "purpose"),
+        Index("ix_one_time_links_expires_at", "expires_at"),  # the retention job
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     user_id: str = Field(foreign_key="users.id", max_length=32)
@@ -182,10 +189,13 @@ class OneTimeLink(SQLModel, table=True):
     created_at: datetime = stamped()
     expires_at: datetime = moment()
     used_at: datetime | None = moment(nullable=True)
+    # For e-mail change links: the address the account moves to once the link is opened.
+    new_email: str | None = Field(default=None, max_length=320)
 
 
 class UserSession(SQLModel, table=True):
     __tablename__ = "sessions"
+    __table_args__ = (Index("ix_sessions_expires_at", "expires_at"),)  # the retention job
 
     id: int | None = Field(default=None, primary_key=True)
     token_hash: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
@@ -196,6 +206,7 @@ class UserSession(SQLModel, table=True):
     revoked_at: datetime | None = moment(nullable=True)
     ip: str | None = Field(default=None, max_length=64)
     user_agent: str | None = Field(default=None, max_length=512)
+    country: str | None = Field(default=None, max_length=2)  # ISO 3166 code from the edge, if any
 
 
 class AuthEvent(SQLModel, table=True):
@@ -205,6 +216,7 @@ class AuthEvent(SQLModel, table=True):
     __table_args__ = (
         Index("ix_auth_events_kind_email_at", "kind", "email", "created_at"),
         Index("ix_auth_events_kind_ip_at", "kind", "ip", "created_at"),
+        Index("ix_auth_events_created_at", "created_at"),  # the retention job
     )
 
     id: int | None = Field(default=None, primary_key=True)
