@@ -7,6 +7,7 @@ Anyone but the owner, a visitor without a session and a deleted task get the sam
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator, Iterator
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -71,7 +72,21 @@ async def serve_media(kind: str, ref: str, request: Request, user: MaybeUser) ->
     headers["Content-Length"] = str(max(0, last - first + 1))
     if request.method == "HEAD" or size == 0:
         return Response(status_code=status, headers=headers, media_type=found.content_type)
-    chunks = iterate_in_threadpool(storage.iter_range(found.key, first, last))
     return StreamingResponse(
-        chunks, status_code=status, headers=headers, media_type=found.content_type
+        _closing(storage.iter_range(found.key, first, last)),
+        status_code=status,
+        headers=headers,
+        media_type=found.content_type,
     )
+
+
+async def _closing(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+    """The chunks read in a worker thread; the file is closed as soon as the response ends, even
+    when the player drops the connection mid-range (a seek), not when the garbage collector runs."""
+    try:
+        async for chunk in iterate_in_threadpool(chunks):
+            yield chunk
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            await run_in_threadpool(close)

@@ -119,10 +119,10 @@ def _tab_title(name: str) -> rx.event.EventSpec:
 
 
 # While an upload streams (its progress shows), leaving the page (reload, close, another address)
-# asks first. Installed with the page; it asks only while a progress bar is on it.
+# asks first. Installed when an upload starts; it asks only while a progress bar is on the page.
 _LEAVE_GUARD = rx.call_script(
     "window.onbeforeunload = (e) => {"
-    " if (document.querySelector('[id^=\"slot-\"][id$=\"-progress\"]')) {"
+    ' if (document.querySelector(\'[id^="slot-"][id$="-progress"]\')) {'
     " e.preventDefault(); e.returnValue = ''; } }"
 )
 
