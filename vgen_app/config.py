@@ -94,10 +94,20 @@ class Settings(BaseSettings):
     bigquery_location: str = "US"
     bigquery_api_endpoint: str | None = None  # a local fake in tests and benchmarks
     bigquery_retry_deadline_seconds: float = Field(default=30.0, gt=0)
+    # Each BigQuery table's partitions (one per day) are deleted this many days after their day
+    # (`vgen bigquery init` sets it, on existing tables too); the privacy page's analytics period.
+    bigquery_partition_expiration_days: int = Field(default=730, gt=0)
     # The shipper: rows per batch, pause between rounds, longest backoff while BigQuery is down.
     analytics_batch_size: int = Field(default=500, ge=1, le=10_000)
     analytics_ship_interval_seconds: float = Field(default=2.0, gt=0)
     analytics_max_backoff_seconds: float = Field(default=60.0, gt=0)
+    # Retention (services/retention.py): delivered analytics-outbox rows are deleted this many
+    # days after BigQuery took them (undelivered rows wait to be shipped).
+    outbox_keep_days: int = Field(default=30, gt=0)
+    # The retention job: every this many seconds, once per cluster; at most this many rows per
+    # DELETE statement (each one its own short transaction).
+    retention_every_seconds: float = Field(default=3600, gt=0)
+    retention_batch: int = Field(default=500, gt=0, le=10_000)
 
     telegram_support_url: str = "https://t.me/vgen_support_bot"
 

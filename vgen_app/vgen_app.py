@@ -5,6 +5,8 @@ import reflex as rx
 from vgen_app.api.app import create_api
 from vgen_app.logs import configure_logging
 from vgen_app.ui import connection, routes, session
+from vgen_app.ui.account import AccountEmailState, AccountState
+from vgen_app.ui.account_page import account_email_page, account_page
 from vgen_app.ui.auth import LoginState, ResetState, VerifyState
 from vgen_app.ui.auth_pages import (
     check_email_page,
@@ -53,6 +55,8 @@ PAGES = [
     (tokens_page, routes.TOKENS, "Tokens", TokensState.on_load),
     (payment_success_page, routes.TOKENS_SUCCESS, "Payment", PaymentSuccessState.on_load),
     (test_checkout_page, routes.TEST_CHECKOUT, "Test checkout", TestCheckoutState.on_load),
+    (account_page, routes.ACCOUNT, "Account", AccountState.on_load),
+    (account_email_page, routes.ACCOUNT_EMAIL, "Your e-mail address", AccountEmailState.on_load),
     (not_found_page, "404", "Page not found", SessionState.check_session),
 ]
 for page, route, title, on_load in PAGES:

@@ -8,16 +8,17 @@ import os
 import socket
 import uuid
 
+from sqlmodel import Session
+
+from vgen_app import clock
 from vgen_app.adapters.analytics import SinkUnavailable
 from vgen_app.adapters.generation import get_generation
 from vgen_app.adapters.storage import get_storage
 from vgen_app.config import get_settings
-from vgen_app.db import run_db
-from vgen_app.services import leases, ratelimit, run_mails, run_worker, shipping
+from vgen_app.services import leases, retention, run_mails, run_worker, shipping
 
 log = logging.getLogger("vgen.worker")
 
-HOUSEKEEPING_EVERY_SECONDS = 3600
 GENERATION_LEASE = "generation-worker"
 _holders: dict[int, str] = {}
 
@@ -31,16 +32,57 @@ def holder() -> str:
     return _holders[pid]
 
 
+RETENTION_LEASE = "retention"
+# While a round left rows due (its batches were bounded), the next one starts after this pause.
+RETENTION_BACKLOG_PAUSE_SECONDS = 5.0
+
+
+def retention_lease_seconds() -> float:
+    """The retention lease lasts a whole interval (and a minute): one process runs the job each
+    RETENTION_EVERY_SECONDS; if it dies another takes over after at most two intervals."""
+    s = get_settings()
+    return s.retention_every_seconds + max(60.0, s.worker_lease_seconds)
+
+
+def retention_round(who: str | None = None) -> retention.RetentionReport | None:
+    """The database part of retention, if this process (or `who`) holds the lease, renewed before
+    every batch: a holder that lost it stops at once (blocking: runs in a worker thread)."""
+    from vgen_app.db import with_db
+
+    who = who or holder()
+    ttl = retention_lease_seconds()
+    if not with_db(leases.acquire, RETENTION_LEASE, who, ttl):
+        return None
+
+    def still_mine(db: Session) -> bool:
+        return leases.acquire(db, RETENTION_LEASE, who, ttl)
+
+    return with_db(retention.run_once, still_mine=still_mine)
+
+
+def spool_round() -> int:
+    """Orphaned upload spool files, in every process: each machine spools to its own disk."""
+    return retention.prune_spool(get_settings().upload_tmp_dir, clock.now())
+
+
 async def housekeeping() -> None:
-    """Forget rate-limit events older than any window (idempotent: fine in every worker)."""
+    """Retention (services/retention.py) every RETENTION_EVERY_SECONDS: delivered outbox rows,
+    expired sessions and links, old auth events — once per cluster, in bounded batches — and the
+    orphaned spool files of this machine. Safe to kill: every batch is its own transaction."""
     while True:
+        delay = get_settings().retention_every_seconds
         try:
-            removed = await run_db(ratelimit.prune)
+            removed = await asyncio.to_thread(spool_round)
             if removed:
-                log.info("pruned %d old auth events", removed)
+                log.info("removed %d orphaned upload spool files", removed)
+            report = await asyncio.to_thread(retention_round)
+            if report is not None and report.total:
+                log.info("retention: %s", report)
+            if report is not None and report.more:
+                delay = min(delay, RETENTION_BACKLOG_PAUSE_SECONDS)
         except Exception:
-            log.exception("housekeeping failed")
-        await asyncio.sleep(HOUSEKEEPING_EVERY_SECONDS)
+            log.exception("retention failed")
+        await asyncio.sleep(delay)
 
 
 def generation_round() -> run_worker.StepReport | None:

@@ -258,8 +258,9 @@ def new_context(browser, app_server: RunningApp):
     """A factory of fresh browser contexts (separate cookie jars), closed after the test."""
     contexts = []
 
-    def make():
-        ctx = browser.new_context(base_url=app_server.url, viewport={"width": 1200, "height": 800})
+    def make(**options):
+        options.setdefault("viewport", {"width": 1200, "height": 800})
+        ctx = browser.new_context(base_url=app_server.url, **options)
         ctx.set_default_timeout(20_000)
         ctx.set_default_navigation_timeout(30_000)
         contexts.append(ctx)

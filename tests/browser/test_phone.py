@@ -111,7 +111,7 @@ def test_the_desktop_nav_shows_the_current_page(app_server, browser, member):
     page.context.close()
 
 
-@pytest.mark.parametrize("path", ["/account", "/settings", "/typo"])
+@pytest.mark.parametrize("path", ["/accounts", "/settings", "/typo"])
 def test_unknown_pages_show_the_404_page(app_server, browser, member, shots, path):
     page = new_page(browser, app_server, PHONE)
     response = page.goto(path)

@@ -93,6 +93,7 @@ PUBLIC = {
     "ForgotState.submit": "reset request",
     "ResetState.on_load": "reset link",
     "ResetState.submit": "new password through a reset link",
+    "AccountEmailState.on_load": "the e-mail change link (the link is the proof, not a session)",
 }
 # Touch only this tab's UI, no user data.
 UI_ONLY = {
@@ -126,6 +127,12 @@ GUARDED = {
     "PaymentSuccessState.wait_for_credit",
     "TestCheckoutState.on_load",
     "TestCheckoutState.pay",
+    "AccountState.on_load",
+    "AccountState.change_password",
+    "AccountState.change_email",
+    "AccountState.toggle_run_mails",
+    "AccountState.revoke",
+    "AccountState.revoke_others",
 }
 
 
@@ -282,6 +289,18 @@ ARGS: dict[str, Callable[[Victim, dict[str, Path]], tuple]] = {
     "TaskState.rename": lambda v, s: ({"name": "renamed by an attacker"},),
     "TaskState.cancel": lambda v, s: ("run-of-" + v.task_id,),
     "ProbeState.noop": lambda v, s: (7,),
+    "AccountState.change_password": lambda v, s: (
+        {
+            "current_password": "a wrong guess",
+            "new_password": "attacker pw 1",
+            "repeat_password": "attacker pw 1",
+        },
+    ),
+    "AccountState.change_email": lambda v, s: (
+        {"new_email": ATTACKER, "email_password": "a wrong guess"},
+    ),
+    "AccountState.toggle_run_mails": lambda v, s: (False,),
+    "AccountState.revoke": lambda v, s: (1,),
 }
 
 

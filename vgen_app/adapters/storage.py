@@ -52,6 +52,10 @@ class Storage(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
+    def list_keys(self, prefix: str) -> Iterator[str]:
+        """The keys under the folder `prefix` (`inputs/<task>`: every key that starts with
+        `inputs/<task>/`), read as they are listed; none if there are none."""
+
     def delete(self, key: str) -> None:
         """Delete; no error if it is already gone."""
 
@@ -71,6 +75,12 @@ def check_key(key: str) -> str:
     if any(part in ("", ".", "..") for part in parts):
         raise StorageError(f"invalid storage key: {key!r}")
     return key
+
+
+def check_prefix(prefix: str) -> str:
+    """A folder of keys (`inputs/<task>`, with or without the trailing slash) as the key prefix
+    it stands for (`inputs/<task>/`), refused like a key if it could mean anything else."""
+    return check_key(prefix.removesuffix("/")) + "/"
 
 
 def _copy_atomic(source: BinaryIO | Path, dest: Path) -> None:
@@ -133,6 +143,14 @@ class LocalStorage:
 
     def exists(self, key: str) -> bool:
         return self.path_for(key).is_file()
+
+    def list_keys(self, prefix: str) -> Iterator[str]:
+        folder = self.root / check_prefix(prefix)
+        if not folder.is_dir():
+            return
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                yield path.relative_to(self.root).as_posix()
 
     def delete(self, key: str) -> None:
         self.path_for(key).unlink(missing_ok=True)
@@ -239,6 +257,19 @@ class S3Storage:
 
     def exists(self, key: str) -> bool:
         return self._head(key) is not None
+
+    def list_keys(self, prefix: str) -> Iterator[str]:
+        folder = check_prefix(prefix)
+        full = f"{self.prefix}/{folder}" if self.prefix else folder
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=full
+            )
+            for page in pages:
+                for item in page.get("Contents", []):
+                    yield item["Key"][len(full) - len(folder) :]
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"listing {folder} failed: {exc}") from exc
 
     def delete(self, key: str) -> None:
         try:

@@ -22,7 +22,7 @@ from vgen_app.services import emails, links, outbox, ratelimit, sessions
 from vgen_app.services.emails import Mail
 from vgen_app.services.errors import AccountError
 from vgen_app.services.security import burn_password_check, hash_password, verify_password
-from vgen_app.services.throttle import link_mails, refuse_beyond_limit
+from vgen_app.services.throttle import link_mails, notice_once, refuse_beyond_limit
 
 PASSWORD_MIN = 8
 PASSWORD_MAX = 128
@@ -152,11 +152,7 @@ def _mail_for_existing(db: Session, user: User) -> list[Mail]:
         return activation_mails(db, user)
     if user.status == UserStatus.ACTIVATED:
         # Throttled like the link mails: sign-ups with a taken address must not flood its inbox.
-        interval = timedelta(seconds=get_settings().mail_link_interval_seconds)
-        if ratelimit.count(db, ratelimit.NOTICE_MAIL, interval, email=user.email):
-            return []
-        ratelimit.hit(db, ratelimit.NOTICE_MAIL, email=user.email)
-        return [emails.already_registered_mail(user.email)]
+        return notice_once(db, user.email, emails.already_registered_mail(user.email))
     return []
 
 
@@ -328,7 +324,10 @@ def redeem_login_ticket(
     if user is None or user.status != UserStatus.ACTIVATED:
         db.rollback()
         raise AccountError("blocked", "This account cannot log in.")
-    token = sessions.create(db, user.id, ip=client.ip, user_agent=_ua(client.user_agent))
+    country = (client.geo or "")[:2].upper() or None  # "DE" of "DE/Berlin"
+    token = sessions.create(
+        db, user.id, ip=client.ip, user_agent=_ua(client.user_agent), country=country
+    )
     _record_session_event(db, "login", user, client)
     db.commit()
     return token, user

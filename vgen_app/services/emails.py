@@ -64,6 +64,24 @@ def run_finished_mail(
     )
 
 
+def email_change_mail(to: str, token: str) -> Mail:
+    return _link_mail(to, "email_change", get_settings().link(f"/account/email?token={token}"))
+
+
+def notice_mail(to: str, kind: str, **fill: object) -> Mail:
+    """A mail that tells something and links to nothing but the account page (`mails.toml`)."""
+    words = {k: v.format(**fill) if fill else v for k, v in LINK_MAILS[kind].items()}
+    account = get_settings().link("/account")
+    outro = f"{words['outro']} Your account: {account}"
+    return Mail(
+        to=to,
+        subject=words["subject"],
+        text=f"{words['intro']}\n\n{outro}\n\n— vgen\n",
+        html=_html(words["title"], words["intro"], None, None, outro),
+        kind=kind,
+    )
+
+
 def already_registered_mail(to: str) -> Mail:
     login = get_settings().link("/login")
     forgot = get_settings().link("/forgot")

@@ -29,7 +29,12 @@ class SessionUser:
 
 
 def create(
-    db: Session, user_id: str, *, ip: str | None = None, user_agent: str | None = None
+    db: Session,
+    user_id: str,
+    *,
+    ip: str | None = None,
+    user_agent: str | None = None,
+    country: str | None = None,
 ) -> str:
     token = new_token()
     now = clock.now()
@@ -42,6 +47,7 @@ def create(
             expires_at=now + timedelta(days=get_settings().session_ttl_days),
             ip=ip,
             user_agent=user_agent,
+            country=country,
         )
     )
     return token

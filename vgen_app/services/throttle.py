@@ -40,15 +40,33 @@ def refuse_beyond_limit(
 
 
 def link_mails(
-    db: Session, user: User, purpose: LinkPurpose, mail_for: MailFor, void_older: bool = False
+    db: Session,
+    user: User,
+    purpose: LinkPurpose,
+    mail_for: MailFor,
+    void_older: bool = False,
+    to: str | None = None,
+    **extra: str | None,
 ) -> list[Mail]:
-    """A fresh one-time link of `purpose` for `user`, by mail (`mail_for(address, token)`), valid
-    link_ttl_hours; none if one went out a moment ago (links.sent_recently: no inbox flooding).
-    `void_older`: the new link voids the ones sent before."""
+    """A fresh one-time link of `purpose` for `user`, by mail (`mail_for(address, token)`) to
+    their address (or `to`), valid link_ttl_hours; none if one went out a moment ago
+    (links.sent_recently: no inbox flooding). `void_older`: the new link voids the ones sent
+    before. `extra`: columns of the link (e.g. new_email)."""
     if links.sent_recently(db, user.id, purpose):
         return []
     if void_older:
         links.void(db, user.id, purpose)
     ttl = timedelta(hours=get_settings().link_ttl_hours)
-    token = links.issue(db, user, purpose, ttl)
-    return [mail_for(user.email, token)]
+    token = links.issue(db, user, purpose, ttl, **extra)
+    return [mail_for(to or user.email, token)]
+
+
+def notice_once(db: Session, address: str, mail: Mail) -> list[Mail]:
+    """A notice to an address that has an account (someone signed up with it, or asked to move
+    another account to it): at most one per mail_link_interval_seconds, so that such requests
+    cannot flood its inbox."""
+    interval = timedelta(seconds=get_settings().mail_link_interval_seconds)
+    if ratelimit.count(db, ratelimit.NOTICE_MAIL, interval, email=address):
+        return []
+    ratelimit.hit(db, ratelimit.NOTICE_MAIL, email=address)
+    return [mail]

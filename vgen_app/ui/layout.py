@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import reflex as rx
 
+from vgen_app.config import get_settings
 from vgen_app.ui import routes
 from vgen_app.ui.session import SessionState
 
@@ -41,6 +42,7 @@ def auth_card(title: str, *children: rx.Component, subtitle: str | None = None) 
                     size="3",
                     width="100%",
                 ),
+                footer(),
                 spacing="5",
                 align="center",
                 width="100%",
@@ -126,6 +128,7 @@ def current_path() -> rx.Var:
 _NAV = (
     ("My tasks", routes.HOME, ("/tasks/",)),
     ("Tokens", routes.TOKENS, ("/tokens/", "/checkout/")),
+    ("Account", routes.ACCOUNT, ("/account/",)),
 )
 
 
@@ -224,7 +227,9 @@ def _phone_menu() -> rx.Component:
             rx.menu.separator(),
             *[
                 _menu_link(label, href, prefixes, f"menu-{slug}")
-                for (label, href, prefixes), slug in zip(_NAV, ("tasks", "tokens"), strict=True)
+                for (label, href, prefixes), slug in zip(
+                    _NAV, ("tasks", "tokens", "account"), strict=True
+                )
             ],
             rx.menu.separator(),
             rx.menu.item(
@@ -343,6 +348,31 @@ def content(*children: rx.Component) -> rx.Component:
     )
 
 
+def footer() -> rx.Component:
+    """The small print of every app page: the landing's terms and privacy pages, and support."""
+    settings = get_settings()
+    landing = settings.landing_url.rstrip("/")
+    links = (
+        ("Terms", f"{landing}/terms/"),
+        ("Privacy", f"{landing}/privacy/"),
+        ("Support on Telegram", settings.telegram_support_url),
+    )
+    return rx.el.footer(
+        rx.hstack(
+            *[
+                rx.link(text, href=href, size="1", color_scheme="gray", high_contrast=True)
+                for text, href in links
+            ],
+            rx.text("© vgen", size="1", color_scheme="gray"),
+            spacing="4",
+            wrap="wrap",
+            justify="center",
+        ),
+        padding="20px 12px 28px",
+        id="footer",
+    )
+
+
 def app_shell(*children: rx.Component) -> rx.Component:
     """Shown only once the server has confirmed the session; a spinner until then."""
     return rx.cond(
@@ -350,6 +380,7 @@ def app_shell(*children: rx.Component) -> rx.Component:
         rx.box(
             header(),
             content(*children),
+            footer(),
             min_height="100vh",
             background="var(--gray-2)",
             # Every signed-in page follows what changes elsewhere (SessionState.follow: one per tab).

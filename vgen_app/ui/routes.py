@@ -12,6 +12,8 @@ TASK = "/tasks/[task_id]"  # the route pattern of a task page
 TOKENS = "/tokens"
 TOKENS_SUCCESS = "/tokens/success"
 TEST_CHECKOUT = "/checkout/test"
+ACCOUNT = "/account"
+ACCOUNT_EMAIL = "/account/email"  # the e-mail change link opens it (services/emails.py)
 
 SESSION_ROUTE = "/api/auth/session"
 LOGOUT_ROUTE = "/api/auth/logout"

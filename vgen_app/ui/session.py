@@ -46,8 +46,12 @@ class _SessionGuard:
         headers = dict(self.router.headers.raw_headers)
         return clientinfo.from_request(headers, self.router.session.client_ip or None)
 
+    def session_token(self: SessionState) -> str | None:
+        """This tab's session token, from the HttpOnly cookie of its socket's handshake."""
+        return token_from_cookie_header(self.router.headers.cookie)
+
     async def current_user(self: SessionState) -> SessionUser | None:
-        token = token_from_cookie_header(self.router.headers.cookie)
+        token = self.session_token()
         user = await run_db(sessions.validate, token) if token else None
         self._set_user(user)
         return user
