@@ -133,6 +133,7 @@ GUARDED = {
     "AccountState.toggle_run_mails",
     "AccountState.revoke",
     "AccountState.revoke_others",
+    "AccountState.delete_account",
 }
 
 
@@ -301,6 +302,7 @@ ARGS: dict[str, Callable[[Victim, dict[str, Path]], tuple]] = {
     ),
     "AccountState.toggle_run_mails": lambda v, s: (False,),
     "AccountState.revoke": lambda v, s: (1,),
+    "AccountState.delete_account": lambda v, s: ({"delete_password": "correct horse"},),
 }
 
 

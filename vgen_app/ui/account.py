@@ -4,6 +4,8 @@ notifications, your data (export, delete). Rules: `services/account.py`, `servic
 
 from __future__ import annotations
 
+import asyncio
+import json
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -11,7 +13,7 @@ import reflex as rx
 
 from vgen_app.adapters.mail import send_in_background
 from vgen_app.db import run_db
-from vgen_app.services import account
+from vgen_app.services import account, erasure
 from vgen_app.services.errors import ServiceError
 from vgen_app.ui import format, routes
 from vgen_app.ui.session import SessionState, signed_in
@@ -135,6 +137,26 @@ class AccountState(SessionState):
             else "No other device was signed in."
         )
         await self._load()
+
+    @rx.event
+    @signed_in
+    async def delete_account(self, form: dict):
+        """Everything of the account goes (erasure.delete_account); then this tab's cookie, and
+        the login page says so."""
+        self.delete_error = ""
+        try:
+            await asyncio.to_thread(
+                erasure.delete_account, self._user_id, form.get("delete_password") or ""
+            )
+        except ServiceError as exc:
+            self.delete_error = exc.message
+            return
+        self.user_email, self.balance, self.authenticated = "", 0, False
+        return rx.call_script(
+            f"fetch({json.dumps(routes.api(routes.LOGOUT_ROUTE))}, "
+            "{method: 'POST', credentials: 'include'})"
+            f".finally(() => window.location.assign({json.dumps(routes.LOGIN + '?deleted=1')}))"
+        )
 
 
 class AccountEmailState(SessionState):

@@ -228,7 +228,56 @@ def _data_section() -> rx.Component:
                 id="export",
             ),
         ),
+        _delete_dialog(),
         id_="account-data",
+    )
+
+
+def _delete_dialog() -> rx.Component:
+    return rx.alert_dialog.root(
+        rx.alert_dialog.trigger(
+            rx.button(
+                rx.icon("trash_2", size=14),
+                "Delete my account",
+                variant="soft",
+                color_scheme="red",
+                width="fit-content",
+                id="delete-account",
+            )
+        ),
+        rx.alert_dialog.content(
+            rx.alert_dialog.title("Delete your account?"),
+            rx.alert_dialog.description(
+                "Your uploads, results and sessions are removed for good, and your address is "
+                "freed. Unused tokens are lost. Payment and token records stay, as the privacy "
+                "page says.",
+            ),
+            rx.form(
+                rx.vstack(
+                    _password("Your password", "delete_password", "current-password"),
+                    error_callout(AccountState.delete_error, id="delete-error"),
+                    rx.hstack(
+                        rx.alert_dialog.cancel(
+                            rx.button("Keep my account", variant="soft", color_scheme="gray")
+                        ),
+                        rx.button(
+                            "Delete everything",
+                            type="submit",
+                            color_scheme="red",
+                            id="delete-account-confirm",
+                        ),
+                        spacing="3",
+                        justify="end",
+                        width="100%",
+                    ),
+                    spacing="3",
+                    margin_top="12px",
+                ),
+                on_submit=AccountState.delete_account,
+                method="post",
+            ),
+            max_width="460px",
+        ),
     )
 
 

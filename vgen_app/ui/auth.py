@@ -20,6 +20,7 @@ LOGIN_NOTICES = {  # ?<key>=1 on /login, and what the page then says
     "expired": "Your login link expired. Please log in again.",
     "logged_out": "You are logged out.",
     "ended": "Your session has ended. Please log in again.",
+    "deleted": "Your account is deleted, with its files. Thank you for trying vgen.",
 }
 
 
