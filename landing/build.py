@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import html.parser
+import math
 import os
 import re
 import shutil
@@ -52,8 +53,69 @@ class BuildError(Exception):
 
 
 @dataclass(frozen=True)
+class Period:
+    """A period the privacy page states (`{{ period(site.policy.session) }}` → "30 days"), and
+    where it comes from: `source` names the setting the app enforces it with (its environment
+    variable), or is "commitment:<name>" for what the operator does by hand and no code can
+    enforce (answering a request, rolling backups over)."""
+
+    value: int
+    unit: str  # "hours", "days" or "months"
+    source: str
+
+    def __str__(self) -> str:
+        return f"{self.value} {self.unit.removesuffix('s') if self.value == 1 else self.unit}"
+
+
+COMMITMENT = "commitment"
+MONTH_DAYS = 365.25 / 12
+
+
+def as_months(days: int, source: str) -> Period:
+    """`days` as the fewest whole months that cover them ("up to 24 months" for 730 days)."""
+    if days < 62:
+        return Period(days, "days", source)
+    return Period(math.ceil(days / MONTH_DAYS - 1e-9), "months", source)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The privacy page's periods, read at build time from the same settings the app enforces
+    them with (tests/landing/test_privacy_periods.py fails if the page says anything else)."""
+
+    # A session ends after this (sessions.create), and its record is deleted then (retention).
+    session: Period
+    # An activation, reset or e-mail change link expires after this (throttle.link_mails).
+    link: Period
+    # Analytics are deleted after this: BigQuery's partition expiration (`vgen bigquery init`),
+    # and the outbox rows still in our database (retention).
+    analytics: Period
+    # A delivered analytics-outbox row is deleted this long after BigQuery took it (retention).
+    outbox: Period
+    # Operator commitments: a request (a copy, a correction, a deletion asked of support) is
+    # carried out within this; backups roll over within that.
+    requests: Period = Period(30, "days", f"{COMMITMENT}:requests")
+    backups: Period = Period(30, "days", f"{COMMITMENT}:backups")
+
+    @classmethod
+    def from_settings(cls, settings: Any = None) -> Policy:
+        from vgen_app.config import get_settings
+
+        s = settings or get_settings()
+        return cls(
+            session=Period(s.session_ttl_days, "days", "SESSION_TTL_DAYS"),
+            link=Period(s.link_ttl_hours, "hours", "LINK_TTL_HOURS"),
+            analytics=as_months(
+                s.bigquery_partition_expiration_days, "BIGQUERY_PARTITION_EXPIRATION_DAYS"
+            ),
+            outbox=Period(s.outbox_keep_days, "days", "OUTBOX_KEEP_DAYS"),
+        )
+
+
+@dataclass(frozen=True)
 class Site:
-    """What the pages need to know about the world: the app (for sign-up links) and support."""
+    """What the pages need to know about the world: the app (for sign-up links), support, and the
+    periods the privacy page states."""
 
     app_url: str
     telegram_support_url: str
@@ -66,6 +128,7 @@ class Site:
         "photos. Pay per use with tokens bought in the app."
     )
     year: int = field(default_factory=lambda: datetime.now(UTC).year)
+    policy: Policy = field(default_factory=Policy.from_settings)
 
     @property
     def signup_url(self) -> str:
@@ -77,7 +140,8 @@ class Site:
 
     @classmethod
     def from_settings(cls) -> Site:
-        """APP_URL, TELEGRAM_SUPPORT_URL and LANDING_URL exactly as the app reads them."""
+        """APP_URL, TELEGRAM_SUPPORT_URL, LANDING_URL and the privacy page's periods exactly as
+        the app reads them."""
         from vgen_app.config import get_settings
         from vgen_app.ui import routes
 
@@ -88,6 +152,7 @@ class Site:
             landing_url=s.landing_url.rstrip("/"),
             signup_path=routes.SIGNUP,
             login_path=routes.LOGIN,
+            policy=Policy.from_settings(s),
         )
 
 

@@ -15,7 +15,7 @@ from sqlmodel import Session, select
 
 from tests.fakes.fake_bigquery import FakeBigQuery
 from tests.helpers import ingest, make_user
-from vgen_app.adapters.analytics import BigQuerySink, init_tables, make_client
+from vgen_app.adapters.analytics import BigQuerySink, make_client
 from vgen_app.adapters.simulator import Simulator
 from vgen_app.config import reset_settings
 from vgen_app.db import run_db, session_scope
@@ -36,50 +36,6 @@ def fake(httpserver: HTTPServer) -> FakeBigQuery:
 def sink(httpserver: HTTPServer, fake: FakeBigQuery) -> BigQuerySink:
     client = make_client(PROJECT, httpserver.url_for("").rstrip("/"))
     return BigQuerySink(PROJECT, DATASET, client, retry_deadline_s=0.5, timeout_s=5)
-
-
-def test_init_creates_dataset_and_partitioned_tables_idempotently(
-    httpserver: HTTPServer, fake: FakeBigQuery
-) -> None:
-    client = make_client(PROJECT, httpserver.url_for("").rstrip("/"))
-    assert init_tables(client, PROJECT, DATASET) == [
-        "user_sessions",
-        "balance_changes",
-        "generation_log",
-    ]
-    ds = fake.datasets[DATASET]
-    assert ds["datasetReference"] == {"projectId": PROJECT, "datasetId": DATASET}
-    assert ds["location"] == "US"
-    for name, table in fake.tables.items():
-        assert table["timePartitioning"] == {"type": "DAY", "field": "timestamp"}, name
-        fields = {f["name"]: f["type"] for f in table["schema"]["fields"]}
-        assert fields["timestamp"] == "TIMESTAMP" and fields["event_id"] == "INTEGER"
-    assert {f["name"] for f in fake.tables["user_sessions"]["schema"]["fields"]} >= {
-        "ip",
-        "geo",
-        "useragent",
-        "action",
-        "userid",
-        "email",
-    }
-    assert {f["name"] for f in fake.tables["balance_changes"]["schema"]["fields"]} >= {
-        "userid",
-        "email",
-        "action",
-        "diff",
-        "old_balance",
-        "new_balance",
-        "outcome",
-    }
-    gen_fields = {f["name"]: f["type"] for f in fake.tables["generation_log"]["schema"]["fields"]}
-    assert gen_fields["properties"] == "JSON" and gen_fields["taskid"] == "STRING"
-    # Again: everything exists (409), nothing breaks, nothing is created twice.
-    assert init_tables(client, PROJECT, DATASET) == [
-        "user_sessions",
-        "balance_changes",
-        "generation_log",
-    ]
-    assert len(fake.tables) == 3
 
 
 def test_shipped_rows_carry_json_and_insert_ids(db: Session, fake: FakeBigQuery, sink) -> None:

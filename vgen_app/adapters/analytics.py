@@ -1,6 +1,7 @@
 """Analytics sink: BigQuery when BIGQUERY_PROJECT is set; otherwise events stay in the local outbox.
 
-The three tables (SPEC §4), day-partitioned on `timestamp`. Rows are streamed with
+The three tables (SPEC §4), day-partitioned on `timestamp`, each day's partition deleted
+BIGQUERY_PARTITION_EXPIRATION_DAYS after it (`init_tables`: the privacy page's analytics period). Rows are streamed with
 `insert_rows_json`, the outbox row id as insertId, so a resend after a crash is deduplicated.
 Blocking (HTTP): call from a worker thread, never on the event loop.
 """
@@ -144,19 +145,61 @@ def make_client(
     return bigquery.Client(project=project, credentials=credentials, client_options=options)
 
 
+DAY_MS = 24 * 60 * 60 * 1000
+
+
 def init_tables(
-    client: bigquery.Client, project: str, dataset: str, location: str = "US"
+    client: bigquery.Client,
+    project: str,
+    dataset: str,
+    location: str = "US",
+    partition_expiration_days: int | None = None,
 ) -> list[str]:
-    """Create the dataset and the day-partitioned tables, idempotently. Returns the table ids."""
+    """Create the dataset and the day-partitioned tables, idempotently, each day's partition
+    deleted `partition_expiration_days` (default BIGQUERY_PARTITION_EXPIRATION_DAYS) after it;
+    a table that exists gets that expiration too (updated only if it differs). Returns one line
+    per table, for the operator: `user_sessions (created; partitions expire after 730 days)`."""
+    if partition_expiration_days is None:
+        from vgen_app.config import get_settings
+
+        partition_expiration_days = get_settings().bigquery_partition_expiration_days
+    if partition_expiration_days <= 0:
+        raise ValueError("partition_expiration_days must be positive")
+    days = partition_expiration_days
+    expiration_ms = days * DAY_MS
     ds = bigquery.Dataset(f"{project}.{dataset}")
     ds.location = location
     client.create_dataset(ds, exists_ok=True)
-    created = []
+    lines = []
     for name, schema in SCHEMAS.items():
-        table = bigquery.Table(f"{project}.{dataset}.{name}", schema=schema)
+        table_id = f"{project}.{dataset}.{name}"
+        table = bigquery.Table(table_id, schema=schema)
         table.time_partitioning = bigquery.TimePartitioning(
-            type_=bigquery.TimePartitioningType.DAY, field="timestamp"
+            type_=bigquery.TimePartitioningType.DAY, field="timestamp", expiration_ms=expiration_ms
         )
-        client.create_table(table, exists_ok=True)
-        created.append(table.table_id)
-    return created
+        try:
+            client.create_table(table)
+            lines.append(f"{name} (created; partitions expire after {days} days)")
+            continue
+        except gexc.Conflict:
+            pass
+        lines.append(f"{name} ({_set_expiration(client, table_id, expiration_ms)})")
+    return lines
+
+
+def _set_expiration(client: bigquery.Client, table_id: str, expiration_ms: int) -> str:
+    """Give an existing table's partitions this expiration; says what it did."""
+    days = f"{expiration_ms / DAY_MS:g} days"
+    existing = client.get_table(table_id)
+    partitioning = existing.time_partitioning
+    if partitioning is None:  # partitioning cannot be added to a table: it must be recreated
+        return "exists but is NOT partitioned: its rows never expire; recreate it"
+    if partitioning.expiration_ms == expiration_ms:
+        return f"ok; partitions expire after {days}"
+    was = partitioning.expiration_ms
+    partitioning.expiration_ms = expiration_ms
+    existing.time_partitioning = partitioning
+    # The read's ETag goes with the update: it fails rather than overwrite a change made since.
+    client.update_table(existing, ["time_partitioning"])
+    before = "never" if was is None else f"{was / DAY_MS:g} days"
+    return f"updated; partitions expire after {days} instead of {before}"

@@ -77,9 +77,3 @@ def retry_after(
 def clear(db: Session, kind: str, *, email: str) -> None:
     """A successful login forgives earlier failures for that e-mail."""
     db.exec(delete(AuthEvent).where(AuthEvent.kind == kind, AuthEvent.email == email))
-
-
-def prune(db: Session, older_than: timedelta = timedelta(days=2)) -> int:
-    result = db.exec(delete(AuthEvent).where(col(AuthEvent.created_at) < clock.now() - older_than))
-    db.commit()
-    return result.rowcount or 0

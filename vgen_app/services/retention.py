@@ -128,7 +128,9 @@ def prune_sessions(db: Session, now: datetime, batch: int) -> int:
 
 def prune_links(db: Session, now: datetime, batch: int) -> int:
     """One batch of one-time links expired more than LINK_GRACE ago (used or not)."""
-    return _delete_batch(db, OneTimeLink, batch, col(OneTimeLink.expires_at) < Cutoffs.at(now).links)
+    return _delete_batch(
+        db, OneTimeLink, batch, col(OneTimeLink.expires_at) < Cutoffs.at(now).links
+    )
 
 
 def prune_auth_events(db: Session, now: datetime, batch: int) -> int:
