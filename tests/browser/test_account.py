@@ -4,19 +4,27 @@ device and revoke, the data export downloaded and opened, account deletion."""
 
 from __future__ import annotations
 
+import json
 import re
+import zipfile
 
 import pytest
 from journey_helpers import (
+    activate,
+    create_task,
     login_ok,
     new_member,
     path_is,
+    signup,
     submit_login,
     unique_email,
+    upload_lipsync_inputs,
     wait_for_mails,
     wait_hydrated,
 )
 from playwright.sync_api import Page, expect
+
+from tests.fakes.media_samples import make_audio, make_video
 
 pytestmark = pytest.mark.browser
 PASSWORD = "correct horse battery"
@@ -130,3 +138,66 @@ def test_sessions_list_a_second_device_and_revoke_it(app_server, new_context, sh
     expect(phone).to_have_url(re.compile(r"/login\?next="))
     page.goto("/tokens")
     expect(page.locator("#header-email")).to_have_text(email)  # this one stays
+
+
+def test_export_download_and_delete_the_account(app_server, new_context, shots, tmp_path):
+    files = {
+        "video": make_video(tmp_path / "speaker.mp4", seconds=2, size="320x240"),
+        "audio": make_audio(tmp_path / "voice.m4a", seconds=2),
+    }
+    page = new_context().new_page()
+    email = new_member(page, app_server, PASSWORD)
+    task_path = create_task(page, "Export me")
+    upload_lipsync_inputs(page, files["video"], files["audio"])
+    other = new_context().new_page()
+    login_ok(other, app_server.url, email, PASSWORD)
+
+    # Notifications: the switch is kept.
+    _open_account(page)
+    switch = page.locator("#run-mails")
+    expect(switch).to_have_attribute("data-state", "checked")
+    switch.click()
+    expect(switch).to_have_attribute("data-state", "unchecked")
+    _open_account(page)
+    expect(page.locator("#run-mails")).to_have_attribute("data-state", "unchecked")
+
+    # Export: one ZIP with the account, the ledger, the tasks and the uploaded files.
+    with page.expect_download() as info:
+        page.click("#export")
+    download = info.value
+    assert re.fullmatch(r"vgen-export-\d{4}-\d{2}-\d{2}\.zip", download.suggested_filename)
+    saved = tmp_path / "export.zip"
+    download.save_as(saved)
+    with zipfile.ZipFile(saved) as zf:
+        names = zf.namelist()
+        assert {"account.json", "ledger.csv", "tasks.json"} <= set(names)
+        assert json.loads(zf.read("account.json"))["email"] == email
+        tasks = json.loads(zf.read("tasks.json"))
+        assert "Export me" in json.dumps(tasks)
+        stored = {n: zf.read(n) for n in names if n.startswith("files/")}
+    contents = set(stored.values())
+    assert files["video"].read_bytes() in contents and files["audio"].read_bytes() in contents
+
+    # Delete: the wrong password is refused; the right one removes everything.
+    page.click("#delete-account")
+    page.fill("#delete_password", "not my password")
+    page.click("#delete-account-confirm")
+    expect(page.locator("#delete-error")).to_be_visible()
+    page.fill("#delete_password", PASSWORD)
+    shots(page, "delete-account")
+    page.click("#delete-account-confirm")
+    expect(page).to_have_url(re.compile(r"/login\?deleted=1"))
+    expect(page.get_by_text("Your account is deleted")).to_be_visible()
+    task_id = task_path.rsplit("/", 1)[-1]
+    left = [p for p in (app_server.workdir / "storage").rglob("*") if task_id in p.as_posix()]
+    assert [p for p in left if p.is_file()] == []
+    other.goto("/tokens")  # the other device is signed out too
+    expect(other).to_have_url(re.compile(r"/login\?next="))
+    submit_login(page, email, PASSWORD)
+    expect(page.get_by_role("alert")).to_contain_text("Wrong e-mail or password")
+    # The address is free again: a new account.
+    signup(page, email, PASSWORD)
+    activate(page, app_server.outbox, email)
+    login_ok(page, app_server.url, email, PASSWORD)
+    expect(page.locator("#tasks-empty")).to_be_visible()
+    expect(page.locator("#header-balance")).to_have_text("0 tokens")
