@@ -55,14 +55,22 @@ def _analytics_status() -> int:
     return 1 if st.failed else 0
 
 
-def _user(query: str) -> int:
+def _find(query: str) -> list:
+    """The user an operator names: by e-mail (with an @) or by id."""
     from vgen_app.db import with_db
-    from vgen_app.services import admin
+    from vgen_app.services import accounts, admin
 
-    found = with_db(admin.find_by_email, query) if "@" in query else []
-    if not found:
-        view = with_db(admin.get_user, query) if "@" not in query else None
-        found = [view] if view else []
+    if "@" in query:
+        try:
+            return with_db(admin.find_by_email, query)
+        except accounts.AccountError:
+            return []
+    view = with_db(admin.get_user, query)
+    return [view] if view else []
+
+
+def _user(query: str) -> int:
+    found = _find(query)
     if not found:
         print(f"no user {query!r}")
         return 1
@@ -71,6 +79,79 @@ def _user(query: str) -> int:
             f"id={u.id} email={u.email} status={u.status} balance={u.balance} "
             f"created={u.created_at}"
         )
+    return 0
+
+
+def _user_delete(query: str, yes: bool) -> int:
+    """`vgen user delete <id|email> [--yes]`: what the admin API's DELETE /user/{id} does."""
+    from vgen_app.services import erasure
+
+    found = _find(query)
+    if not found:
+        print(f"no user {query!r}")
+        return 1
+    user = found[0]
+    if not yes:
+        if not sys.stdin.isatty():
+            print("refusing to delete without --yes (stdin is not a terminal)", file=sys.stderr)
+            return 2
+        answer = input(
+            f"Delete user {user.id} ({user.email}): their files, sessions and links, the account "
+            "anonymised? [y/N] "
+        )
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing deleted")
+            return 1
+    try:
+        done = erasure.delete_user(user.id)
+    except erasure.UserGone:
+        print(f"user {user.id} is already deleted")
+        return 1
+    except erasure.AccountBusy as exc:
+        print(f"not deleted: {exc.message}", file=sys.stderr)
+        return 1
+    print(
+        f"deleted user {done.user_id} at {done.deleted_at.isoformat()}: "
+        f"{done.tasks_deleted} tasks, {done.sessions} sessions, {done.links} links, "
+        f"{done.files_removed} files removed, {done.files_failed} not removed"
+    )
+    return 1 if done.files_failed else 0
+
+
+def _user_export(query: str, output: str | None) -> int:
+    """`vgen user export <id|email> -o file.zip` (`-o -`: to stdout): the user's ZIP, streamed."""
+    import os
+
+    from vgen_app.services import erasure, export
+
+    found = _find(query)
+    if not found:
+        print(f"no user {query!r}", file=sys.stderr)
+        return 1
+    user = found[0]
+    try:
+        chunks = export.stream_zip(user.id)
+    except erasure.UserGone:
+        print(f"user {user.id} is deleted: nothing to export", file=sys.stderr)
+        return 1
+    if output == "-":
+        out = sys.stdout.buffer
+        for chunk in chunks:
+            out.write(chunk)
+        out.flush()
+        return 0
+    dest = Path(output or export.filename())
+    part = dest.with_name(f".{dest.name}.part")
+    size = 0
+    try:
+        with part.open("wb") as out:
+            for chunk in chunks:
+                out.write(chunk)
+                size += len(chunk)
+        os.replace(part, dest)
+    finally:
+        part.unlink(missing_ok=True)
+    print(f"exported user {user.id} to {dest} ({size:,} bytes)")
     return 0
 
 
@@ -85,8 +166,15 @@ def main(argv: list[str] | None = None) -> int:
     bq.add_argument("action", choices=["init"])
     an = sub.add_parser("analytics", help="the analytics outbox: `status`, `retry-failed`")
     an.add_argument("action", choices=["status", "retry-failed"])
-    user = sub.add_parser("user", help="look up a user by e-mail or id")
-    user.add_argument("query")
+    user = sub.add_parser(
+        "user",
+        help="look up a user by e-mail or id; `user delete <id|email> [--yes]` deletes the "
+        "account, `user export <id|email> -o file.zip` writes its data export",
+    )
+    user.add_argument("query", metavar="delete|export|ID_OR_EMAIL")
+    user.add_argument("target", nargs="?", metavar="ID_OR_EMAIL")
+    user.add_argument("--yes", action="store_true", help="delete: do not ask")
+    user.add_argument("-o", "--output", help="export: the ZIP file to write (- for stdout)")
     args = parser.parse_args(argv)
 
     if args.cmd == "migrate":
@@ -102,7 +190,13 @@ def main(argv: list[str] | None = None) -> int:
         for f in files[-args.last :]:
             print(f)
     elif args.cmd == "user":
-        return _user(args.query)
+        if args.target is None:
+            return _user(args.query)
+        if args.query == "delete":
+            return _user_delete(args.target, args.yes)
+        if args.query == "export":
+            return _user_export(args.target, args.output)
+        parser.error(f"user: unknown action {args.query!r} (delete or export)")
     elif args.cmd == "bigquery":
         return _bigquery_init()
     elif args.cmd == "analytics":

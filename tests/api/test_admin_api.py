@@ -185,7 +185,14 @@ def test_scheme_is_case_insensitive_and_token_is_checked_before_the_body(
 def test_docs_and_schema_are_served_and_declare_the_bearer_scheme(client: TestClient) -> None:
     assert client.get("/docs").status_code == 200
     schema = client.get("/openapi.json").json()
-    assert set(schema["paths"]) == {"/user", "/balance", "/users", "/users/{userID}"}
+    assert set(schema["paths"]) == {
+        "/user",
+        "/balance",
+        "/users",
+        "/users/{userID}",
+        "/user/{userID}",
+        "/users/{userID}/export",
+    }
     assert schema["components"]["securitySchemes"]["AdminToken"] == {
         "type": "http",
         "scheme": "bearer",

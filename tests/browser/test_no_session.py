@@ -182,6 +182,11 @@ API_WITHOUT_COOKIE = {
     ("GET", "/api/auth/session"): ({303}, "no ticket: back to /login?expired=1, no cookie set"),
     ("POST", "/api/auth/logout"): ({200}, "nothing to revoke; clears the cookie"),
     ("GET", "/api/runs/{run_id}/result"): ({401}, "a user's result"),
+    ("GET", "/api/media/{kind}/{ref}"): ({404}, "a user's media: the same 404 as anyone else's"),
+    ("HEAD", "/api/media/{kind}/{ref}"): ({404}, "a user's media"),
+    ("GET", "/api/account/export"): ({401}, "a user's data"),
+    ("DELETE", "/api/internal/user/{userID}"): ({401, 503}, "admin"),
+    ("GET", "/api/internal/users/{userID}/export"): ({401, 503}, "admin"),
     ("GET", "/api/health"): ({200}, "public: is the database up"),
     ("POST", "/api/webhooks/stripe"): ({400}, "signature checked, no user data returned"),
     ("PUT", "/api/internal/user"): ({401, 503}, "admin: refused (503 = no ADMIN_TOKEN set)"),
@@ -199,7 +204,12 @@ def test_every_api_route_without_a_cookie(app_server, new_context, victim, figur
     unknown = set(routes) - set(API_WITHOUT_COOKIE)
     assert not unknown, f"classify these /api routes in API_WITHOUT_COOKIE: {sorted(unknown)}"
     request = new_context().request
-    params = {"run_id": victim.task_id, "userID": "0123456789abcdef0123456789abcdef"}
+    params = {
+        "run_id": victim.task_id,
+        "userID": "0123456789abcdef0123456789abcdef",
+        "kind": "result",
+        "ref": victim.task_id,
+    }
     seen = {}
     for method, path in routes:
         url = re.sub(r"\{(\w+)\}", lambda m: params[m.group(1)], path)

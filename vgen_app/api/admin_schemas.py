@@ -123,6 +123,18 @@ class ErrorOut(BaseModel):
     detail: str
 
 
+class DeletedOut(BaseModel):
+    userID: str
+    deleted_at: str = Field(description="ISO 8601, UTC")
+    tasks_deleted: int = Field(description="Tasks marked deleted now (their rows stay).")
+    sessions_deleted: int
+    links_deleted: int
+    files_removed: int = Field(description="Uploads, results and posters removed from storage.")
+    files_failed: int = Field(
+        description="Files that could not be removed (logged as errors for the operator)."
+    )
+
+
 AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "Missing, malformed or wrong admin token."},
     503: {
@@ -136,4 +148,26 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
 TOO_LARGE: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorOut, "description": "Body over 64 KiB."}
 }
+GONE: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorOut, "description": "No such user, or the user is deleted."}
+}
+BUSY: dict[int | str, dict[str, Any]] = {
+    409: {
+        "model": ErrorOut,
+        "description": "A run of the user's is queued or processing: nothing changed. Cancel it "
+        "(while it is queued) or wait until it finishes, then delete again.",
+    }
+}
+DELETED: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorOut, "description": "The user was deleted: its status stays blocked."}
+}
+ZIP: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The user's data as one ZIP (account.json, ledger.csv, tasks.json, "
+        "files/...), streamed.",
+        "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
 NO_SUCH_USER = "No such user."
+ALREADY_DELETED = "This user is deleted."
+DELETED_STATUS = "This user is deleted: its status stays blocked."

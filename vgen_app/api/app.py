@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from vgen_app.api import auth_routes, files, health, media, webhooks
+from vgen_app.api import account, auth_routes, files, health, media, webhooks
 from vgen_app.api.internal import create_internal_api
 from vgen_app.api.limits import BodyLimitMiddleware
 from vgen_app.api.loopback import LoopbackRedirect
@@ -24,6 +24,7 @@ def create_api() -> FastAPI:
     api.include_router(webhooks.router)
     api.include_router(files.router)
     api.include_router(media.router)
+    api.include_router(account.router)
     api.include_router(health.router)
     # The admin API has its own OpenAPI schema, served under /api/internal/.
     api.mount("/api/internal", create_internal_api())

@@ -30,18 +30,27 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
+from vgen_app.api.account import zip_response
 from vgen_app.api.admin_schemas import (
+    ALREADY_DELETED,
     AUTH_RESPONSES,
+    BUSY,
+    DELETED,
+    DELETED_STATUS,
+    GONE,
     NO_SUCH_USER,
     NOT_FOUND,
     TOO_LARGE,
+    ZIP,
     BalanceRefused,
     BalanceRequest,
     BalanceResponse,
+    DeletedOut,
     StatusRequest,
     StatusResponse,
     UserOut,
@@ -50,7 +59,7 @@ from vgen_app.api.limits import read_body
 from vgen_app.config import get_settings
 from vgen_app.db import run_db
 from vgen_app.models import ID_PATTERN, Outcome
-from vgen_app.services import accounts, admin
+from vgen_app.services import accounts, admin, erasure, export
 from vgen_app.services.security import constant_time_equals
 
 T = TypeVar("T")
@@ -252,13 +261,16 @@ router = APIRouter(
 @router.put(
     "/user",
     response_model=StatusResponse,
-    responses={**NOT_FOUND, **TOO_LARGE},
+    responses={**NOT_FOUND, **DELETED, **TOO_LARGE},
     summary="Set a user's status",
     description="`blocked` revokes the user's sessions at once; `activated` lets a user who never "
-    "got the activation mail log in.",
+    "got the activation mail log in. A deleted user stays blocked (409).",
 )
 async def put_user(body: StatusRequest, request: Request) -> StatusResponse:
     what = {"userID": body.userID, "status": body.status}
+    if await run_db(erasure.deleted_at, body.userID) is not None:
+        _audit(request, "set_status", **what, outcome="deleted")
+        raise HTTPException(409, DELETED_STATUS)
     try:
         change = await _on_user(request, "set_status", what, admin.set_status, body.status)
     except accounts.AccountError as exc:
@@ -351,6 +363,76 @@ async def get_user(
     if view is None:
         raise HTTPException(404, NO_SUCH_USER)
     return UserOut(**vars(view))
+
+
+UserIDPath = Annotated[str, Path(pattern=ID_PATTERN, max_length=32)]
+
+
+def _gone(request: Request, action: str, user_id: str, exc: erasure.UserGone) -> HTTPException:
+    """An unknown or deleted user: audited, 404 (saying which)."""
+    deleted = exc.deleted_at is not None
+    _audit(request, action, userID=user_id, outcome="deleted" if deleted else "not_found")
+    return HTTPException(404, ALREADY_DELETED if deleted else NO_SUCH_USER)
+
+
+@router.delete(
+    "/user/{userID}",
+    response_model=DeletedOut,
+    responses={**GONE, **BUSY},
+    summary="Delete a user's account",
+    description="What the user's own Delete my account does (SPEC §9): their uploads, results and "
+    "posters removed from storage, sessions and links deleted, the user row anonymised (e-mail "
+    "`deleted-<userID>@deleted.invalid`, status `blocked`; the address can sign up again as a new "
+    "account); ledger and payment records kept. Refused (409, nothing changed) while a run of "
+    "theirs is queued or processing: cancel it or wait until it finishes. An unknown or already "
+    "deleted user is 404.",
+)
+async def delete_user(userID: UserIDPath, request: Request) -> DeletedOut:
+    try:
+        done = await run_in_threadpool(erasure.delete_user, userID)
+    except erasure.UserGone as exc:
+        raise _gone(request, "delete_user", userID, exc) from None
+    except erasure.AccountBusy as exc:
+        _audit(request, "delete_user", userID=userID, outcome="busy")
+        raise HTTPException(409, exc.message) from None
+    _audit(
+        request,
+        "delete_user",
+        userID=userID,
+        tasks=done.tasks_deleted,
+        sessions=done.sessions,
+        links=done.links,
+        files_removed=done.files_removed,
+        files_failed=done.files_failed,
+        outcome="ok",
+    )
+    return DeletedOut(
+        userID=done.user_id,
+        deleted_at=done.deleted_at.isoformat(),
+        tasks_deleted=done.tasks_deleted,
+        sessions_deleted=done.sessions,
+        links_deleted=done.links,
+        files_removed=done.files_removed,
+        files_failed=done.files_failed,
+    )
+
+
+@router.get(
+    "/users/{userID}/export",
+    response_class=StreamingResponse,
+    responses={**ZIP, **GONE},
+    summary="Export a user's data (ZIP)",
+    description="The same ZIP as the user's own Export my data: `account.json`, `ledger.csv`, "
+    "`tasks.json` and the stored files of every task not deleted (`files/<task>/...`), streamed. "
+    "An unknown or deleted user is 404.",
+)
+async def export_user(userID: UserIDPath, request: Request) -> StreamingResponse:
+    try:
+        data = await run_db(export.collect, userID)
+    except erasure.UserGone as exc:
+        raise _gone(request, "export_user", userID, exc) from None
+    _audit(request, "export_user", userID=userID, files=len(data.files), outcome="ok")
+    return zip_response(data)
 
 
 def create_internal_api() -> FastAPI:

@@ -6,7 +6,8 @@ runs forget their files and inputs. The user row stays for the ledger, anonymise
 becomes `deleted-<id>@deleted.invalid` (the real address is free to sign up again, as a new
 account), the password hash an unusable value, the status `blocked` (every session, login, link
 and activation check refuses it), `deleted_at` is set, the utm parameters cleared, run mails off.
-Kept, as the privacy page says: ledger entries (so the ledger still sums to the balance),
+Kept, as the privacy page says: ledger entries untouched (with the address each was written with:
+they are the payment record; the ledger still sums to the balance, which is left as it was),
 checkout sessions and payment credits; analytics outbox rows too.
 
 Refused while any of the user's runs is queued or processing (`AccountBusy`): cancel it while it
@@ -44,10 +45,8 @@ from vgen_app.models import (
     is_id,
     new_id,
 )
-from vgen_app.services import changes, uploads
-from vgen_app.services.accounts import PASSWORD_MAX
+from vgen_app.services import account, changes, uploads
 from vgen_app.services.errors import AccountError
-from vgen_app.services.security import verify_password
 from vgen_app.services.tasks import IN_FLIGHT
 
 log = logging.getLogger("vgen.erasure")
@@ -59,7 +58,6 @@ BUSY = (
     "A run is in progress. Cancel it while it is still queued, or wait until it finishes, "
     "then delete the account."
 )
-WRONG_PASSWORD = "Wrong password."
 GONE = "No such account."
 
 
@@ -119,9 +117,9 @@ def _in_flight(user_id: str) -> Exists:
 
 
 @read_only
-def check_deletable(db: Session, user_id: str) -> str:
-    """The user's password hash if the account can be deleted now; UserGone (unknown or already
-    deleted) or AccountBusy (a run in flight) if not. The batch checks all of it again."""
+def check_deletable(db: Session, user_id: str) -> None:
+    """Can the account be deleted now? UserGone (unknown or already deleted) or AccountBusy (a run
+    in flight) if not: a clear answer before any password check. The batch checks it again."""
     user = db.get(User, user_id) if is_id(user_id) else None
     busy = user is not None and db.exec(select(_in_flight(user_id))).one()
     end_read(db)
@@ -129,12 +127,13 @@ def check_deletable(db: Session, user_id: str) -> str:
         raise UserGone(user_id, user.deleted_at if user else None)
     if busy:
         raise AccountBusy()
-    return user.password_hash
 
 
 @read_only
 def deleted_at(db: Session, user_id: str) -> datetime | None:
     """When the user was deleted (None: not deleted, or no such user)."""
+    if not is_id(user_id):
+        return None
     found = db.exec(select(User.deleted_at).where(User.id == user_id)).first()
     end_read(db)
     return found
@@ -247,7 +246,8 @@ def _refusal(db: Session, user_id: str, password_hash: str | None) -> None:
     if user is None or user.deleted_at is not None:
         raise UserGone(user_id, user.deleted_at if user else None)
     if password_hash is not None and user.password_hash != password_hash:
-        raise AccountError("bad_password", WRONG_PASSWORD)  # changed meanwhile: ask again
+        # Changed meanwhile (another tab, a reset link): the password given is not the current one.
+        raise AccountError("wrong_password", account.WRONG_PASSWORD)
     if busy:
         raise AccountBusy()
     raise AccountError("not_deleted", "The account could not be deleted. Try again.")
@@ -302,14 +302,13 @@ def _erasure(rows: ErasedRows) -> Erasure:
 
 def delete_account(user_id: str, password: str) -> Erasure:
     """The owner deletes their account with their current password (blocking: a worker thread).
-    AccountError `bad_password` for a wrong one, AccountBusy while a run is in flight, UserGone
-    if there is no such (live) account. bcrypt runs with no transaction open."""
-    password_hash = with_db(check_deletable, user_id)
-    if not isinstance(password, str) or not password or len(password) > PASSWORD_MAX:
-        raise AccountError("bad_password", WRONG_PASSWORD)
-    if not verify_password(password, password_hash):
-        raise AccountError("bad_password", WRONG_PASSWORD)
-    return _erasure(with_db(erase_rows, user_id, password_hash))
+    The password is checked as the account page checks it (`account._check_current_password`:
+    wrong guesses count as failed logins, under the same limit; bcrypt with no transaction open):
+    AccountError `wrong_password`, `rate_limited` or `gone`. AccountBusy while a run is in
+    flight, UserGone if there is no such (live) account."""
+    with_db(check_deletable, user_id)
+    user = with_db(account._check_current_password, user_id, password or "")
+    return _erasure(with_db(erase_rows, user_id, user.password_hash))
 
 
 def delete_user(user_id: str) -> Erasure:

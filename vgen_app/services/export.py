@@ -38,7 +38,16 @@ from sqlmodel import Session, col, select
 from vgen_app import clock
 from vgen_app.adapters.storage import get_storage
 from vgen_app.db import end_read, read_only, with_db
-from vgen_app.models import CheckoutSession, LedgerEntry, Run, Task, TaskInput, User, UserSession
+from vgen_app.models import (
+    CheckoutSession,
+    LedgerEntry,
+    Run,
+    Task,
+    TaskInput,
+    User,
+    UserSession,
+    is_id,
+)
 from vgen_app.services.erasure import UserGone
 from vgen_app.services.runs import plain_reason
 
@@ -98,7 +107,7 @@ def safe_part(name: str, fallback: str, most: int) -> str:
 def collect(db: Session, user_id: str) -> ExportData:
     """What the archive holds, but the ledger (read page by page while it streams) and the files'
     bytes. UserGone for an unknown or deleted user."""
-    user = db.get(User, user_id) if isinstance(user_id, str) else None
+    user = db.get(User, user_id) if is_id(user_id) else None
     if user is None or user.deleted_at is not None:
         end_read(db)
         raise UserGone(user_id, user.deleted_at if user else None)
