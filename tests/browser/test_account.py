@@ -186,7 +186,7 @@ def test_export_download_and_delete_the_account(app_server, new_context, shots, 
     page.fill("#delete_password", PASSWORD)
     shots(page, "delete-account")
     page.click("#delete-account-confirm")
-    expect(page).to_have_url(re.compile(r"/login\?deleted=1"))
+    expect(page).to_have_url(re.compile(r"/login/?\?deleted=1"))
     expect(page.get_by_text("Your account is deleted")).to_be_visible()
     task_id = task_path.rsplit("/", 1)[-1]
     left = [p for p in (app_server.workdir / "storage").rglob("*") if task_id in p.as_posix()]

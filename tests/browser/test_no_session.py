@@ -32,7 +32,7 @@ pytestmark = pytest.mark.browser
 
 PASSWORD = "correct horse battery"
 # Pages anyone may open; every other page of the app needs a session.
-PUBLIC_PAGES = {"signup", "login", "check-email", "verify", "forgot", "reset"}
+PUBLIC_PAGES = {"signup", "login", "check-email", "verify", "forgot", "reset", "account/email"}
 
 
 @dataclass
@@ -93,6 +93,7 @@ def _url_of(route: str, v: Victim) -> str:
         "/checkout/test": f"session_id={v.checkout_id}",
         "/verify": "token=bogus",
         "/reset": "token=bogus",
+        "/account/email": "token=bogus",
     }.get(path)
     return f"{path}?{query}" if query else path
 

@@ -152,7 +152,7 @@ def set_run_mails(db: Session, user_id: str, on: bool) -> None:
 # --- the password -------------------------------------------------------------------------------
 
 
-def _check_current_password(db: Session, user_id: str, password: str) -> User:
+def check_current_password(db: Session, user_id: str, password: str) -> User:
     """The user, if `password` is their current one. Wrong guesses count as failed logins (the
     same limit: a stolen session cannot try passwords without end)."""
     user = db.get(User, user_id)
@@ -184,7 +184,7 @@ def change_password(
     """A new password, the current one required; every other session ends. Returns the notice
     mail for the caller to send."""
     check_password(new)
-    user = _check_current_password(db, user_id, current)
+    user = check_current_password(db, user_id, current)
     new_hash = hash_password(new)  # outside any transaction
     db.exec(update(User).where(col(User.id) == user.id).values(password_hash=new_hash))
     links.void(db, user.id, LinkPurpose.RESET)
@@ -203,7 +203,7 @@ def request_email_change(
     not the address has an account already; if it has, that address is told instead and nothing
     changes. Returns (what to show, the mails to send)."""
     address = normalize_email(new_email)
-    user = _check_current_password(db, user_id, password)
+    user = check_current_password(db, user_id, password)
     if address == user.email:
         raise AccountError("same_email", "That is already your e-mail address.")
     answer = EMAIL_LINK_SENT.format(email=address)

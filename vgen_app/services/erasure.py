@@ -302,12 +302,12 @@ def _erasure(rows: ErasedRows) -> Erasure:
 
 def delete_account(user_id: str, password: str) -> Erasure:
     """The owner deletes their account with their current password (blocking: a worker thread).
-    The password is checked as the account page checks it (`account._check_current_password`:
+    The password is checked as the account page checks it (`account.check_current_password`:
     wrong guesses count as failed logins, under the same limit; bcrypt with no transaction open):
     AccountError `wrong_password`, `rate_limited` or `gone`. AccountBusy while a run is in
     flight, UserGone if there is no such (live) account."""
     with_db(check_deletable, user_id)
-    user = with_db(account._check_current_password, user_id, password or "")
+    user = with_db(account.check_current_password, user_id, password or "")
     return _erasure(with_db(erase_rows, user_id, user.password_hash))
 
 

@@ -220,11 +220,12 @@ def _data_section() -> rx.Component:
             high_contrast=True,
         ),
         spread(
-            link_button(
+            # A full document load: the route answers with an attachment, the page stays.
+            rx.button(
                 rx.icon("download", size=14),
                 "Download my data",
-                href=routes.api("/api/account/export"),
                 variant="soft",
+                on_click=format.full_redirect(routes.api("/api/account/export")),
                 id="export",
             ),
         ),
