@@ -163,6 +163,8 @@ def app_env(workdir: Path, port: int, scaled: dict[str, str] | None = None) -> d
         BCRYPT_ROUNDS="4",
         # The journeys count activation mails: no "one link mail per minute" throttle here.
         MAIL_LINK_INTERVAL_SECONDS="0",
+        # Every journey signs up its own users from 127.0.0.1: more than an hour's sign-up limit.
+        SIGNUPS_PER_IP_PER_HOUR="10000",
         PYTHONUNBUFFERED="1",
         STORAGE_URL=f"file://{workdir / 'storage'}",
         GENERATION_SIM_DIR=str(workdir / "simulator"),

@@ -124,11 +124,22 @@ def test_dialect_speaks_raw_endpoint_and_base_url_can_be_overridden(
     engine.dispose()
 
 
+def _head() -> str:
+    """The newest migration's revision (alembic/versions/)."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    root = Path(__file__).resolve().parents[2]
+    config = Config(str(root / "alembic.ini"))
+    config.set_main_option("script_location", str(root / "alembic"))
+    return ScriptDirectory.from_config(config).get_current_head()
+
+
 def test_alembic_migrations(fake: FakeD1) -> None:
     """env.py registers the `cloudflare_d1` impl; 0002's INTEGER -> BIGINT (a no-op on SQLite,
     which has no ALTER COLUMN) is skipped, so a fresh database migrates to head, and again."""
     migrate(fake.url())
-    assert one(fake, "SELECT version_num FROM alembic_version") == "0005"
+    assert one(fake, "SELECT version_num FROM alembic_version") == _head()
     names = {r[0] for r in fake.db.execute("SELECT name FROM sqlite_master")}
     assert {"users", "ledger_entries", "payment_credits", "runs", "leases"} <= names
     assert not [s for s in fake.log if "ALTER COLUMN" in s.upper()]
