@@ -17,6 +17,13 @@ ROOT = Path(__file__).resolve().parent.parent
 VAR_DIR = ROOT / "var"
 
 
+def money_label(cents: int, currency: str = "usd") -> str:
+    """An amount as people read it: "$10", "$2.50", "12.90 EUR"."""
+    amount = cents / 100
+    text = f"{amount:,.0f}" if cents % 100 == 0 else f"{amount:,.2f}"
+    return f"${text}" if currency == "usd" else f"{text} {currency.upper()}"
+
+
 class TokenPackage(BaseModel):
     id: str = Field(pattern=r"^[a-z0-9_-]{1,32}$")
     tokens: int = Field(gt=0)
@@ -25,9 +32,7 @@ class TokenPackage(BaseModel):
 
     @property
     def price_label(self) -> str:
-        amount = self.price_cents / 100
-        text = f"{amount:,.0f}" if self.price_cents % 100 == 0 else f"{amount:,.2f}"
-        return f"${text}" if self.currency == "usd" else f"{text} {self.currency.upper()}"
+        return money_label(self.price_cents, self.currency)
 
 
 class Settings(BaseSettings):
@@ -54,6 +59,11 @@ class Settings(BaseSettings):
     stripe_secret_key: str | None = None
     stripe_webhook_secret: str | None = None
     stripe_api_base: str | None = None  # tests point the real client at a local fake
+    # Checkout switches, sent to Stripe only when on: promotion codes on the payment page,
+    # Stripe Tax (needs Stripe Tax set up in the dashboard), a post-purchase invoice.
+    stripe_allow_promotion_codes: bool = False
+    stripe_automatic_tax: bool = False
+    stripe_invoice_creation: bool = False
     # Top-up packages (one-off payments; no subscriptions). JSON in the environment.
     token_packages: list[TokenPackage] = Field(
         default_factory=lambda: [

@@ -110,6 +110,7 @@ class LedgerAction(StrEnum):
     USED = "used"
     REFUND = "refund"
     MANUAL = "manual"
+    CLAWBACK = "clawback"  # a payment's tokens taken back (refund, dispute); reference: its id
 
 
 class Outcome(StrEnum):
@@ -120,10 +121,41 @@ class Outcome(StrEnum):
 
 
 class CheckoutStatus(StrEnum):
-    """A checkout is paid once, by the webhook (the only thing that credits)."""
+    """A checkout is paid once (by the webhook, or by `fulfill` from the success page); one
+    still open can fail (a delayed payment method failed) or expire, and then credits nothing."""
 
     OPEN = "open"
     PAID = "paid"
+    FAILED = "failed"
+    EXPIRED = "expired"
+
+
+class DisputeStatus(StrEnum):
+    """Of a paid checkout's charge: disputed (`open`), then closed as `won` or `lost`."""
+
+    OPEN = "open"
+    WON = "won"
+    LOST = "lost"
+
+
+class PurchaseStatus(StrEnum):
+    """What a purchase shows as (services/billing.py `purchases`), from its checkout's state."""
+
+    OPEN = "open"
+    PAID = "paid"
+    PARTLY_REFUNDED = "partly_refunded"
+    REFUNDED = "refunded"
+    DISPUTED = "disputed"
+    FAILED = "failed"
+    EXPIRED = "expired"
+
+
+class AdjustmentKind(StrEnum):
+    """What a payment adjustment row records (its primary key is the object's id and this)."""
+
+    REFUND = "refund"
+    DISPUTE = "dispute"  # charge.dispute.created
+    DISPUTE_CLOSED = "dispute_closed"
 
 
 class RunStatus(StrEnum):
@@ -266,10 +298,19 @@ class LedgerEntry(SQLModel, table=True):
     created_at: datetime = stamped()
 
 
+def _count() -> Any:
+    """A non-negative amount that starts at 0 (tokens or cents)."""
+    return Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
+
+
 class CheckoutSession(SQLModel, table=True):
-    """A checkout we started (Stripe Checkout Session or the built-in test checkout)."""
+    """A checkout we started (Stripe Checkout Session or the built-in test checkout): the
+    purchase. After it is paid, its charge's refunds and dispute are recorded here as facts
+    (`refunded_cents`, `refund_tokens`, `dispute_status`), and what they took back as
+    `tokens_taken_back` (taken from the balance) + `shortfall` (wanted, but already spent)."""
 
     __tablename__ = "checkout_sessions"
+    __table_args__ = (Index("ix_checkout_sessions_payment_intent", "payment_intent"),)
 
     id: str = Field(primary_key=True, max_length=255)
     user_id: str = Field(foreign_key="users.id", max_length=32, index=True)
@@ -284,6 +325,20 @@ class CheckoutSession(SQLModel, table=True):
     url: str = Field(max_length=2000)
     created_at: datetime = stamped()
     paid_at: datetime | None = moment(nullable=True)
+    # Stripe's PaymentIntent of the payment (charges and disputes name it), stored when credited
+    # or when a refund or dispute found the checkout through Stripe first.
+    payment_intent: str | None = Field(default=None, max_length=255)
+    # What the checkout charged (after discounts, with taxes), as Stripe said when crediting.
+    paid_cents: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    receipt_url: str | None = Field(default=None, max_length=2000)  # Stripe's, of the charge
+    closed_at: datetime | None = moment(nullable=True)  # failed or expired
+    refunded_cents: int = _count()  # the charge's amount_refunded (the largest seen)
+    refund_tokens: int = _count()  # tokens x refunded / charged, rounded down (largest seen)
+    dispute_status: DisputeStatus | None = Field(
+        default=None, sa_column=Column(EnumText(DisputeStatus), nullable=True)
+    )
+    tokens_taken_back: int = _count()
+    shortfall: int = _count()
 
 
 class PaymentCredit(SQLModel, table=True):
@@ -295,6 +350,40 @@ class PaymentCredit(SQLModel, table=True):
     event_id: str = Field(max_length=255)
     user_id: str = Field(foreign_key="users.id", max_length=32)
     tokens: int = Field(sa_column=Column(BigInteger, nullable=False))
+    ledger_entry_id: int | None = Field(default=None, foreign_key="ledger_entries.id")
+    created_at: datetime = stamped()
+
+
+class PaymentEvent(SQLModel, table=True):
+    """A Stripe event that changed a purchase: its primary key refuses a second delivery."""
+
+    __tablename__ = "payment_events"
+
+    event_id: str = Field(primary_key=True, max_length=255)
+    type: str = Field(max_length=64)
+    checkout_session_id: str = Field(foreign_key="checkout_sessions.id", max_length=255)
+    created_at: datetime = stamped()
+
+
+class PaymentAdjustment(SQLModel, table=True):
+    """A refund or a dispute's opening or closing applied to a purchase, once per object: the
+    primary key (the refund's or dispute's id, and the kind) refuses a second one."""
+
+    __tablename__ = "payment_adjustments"
+    __table_args__ = (Index("ix_payment_adjustments_checkout", "checkout_session_id"),)
+
+    object_id: str = Field(primary_key=True, max_length=255)
+    kind: AdjustmentKind = Field(
+        sa_column=Column(EnumText(AdjustmentKind), primary_key=True, nullable=False)
+    )
+    checkout_session_id: str = Field(foreign_key="checkout_sessions.id", max_length=255)
+    user_id: str = Field(foreign_key="users.id", max_length=32)
+    event_id: str | None = Field(default=None, max_length=255)
+    # A refund: the charge's amount_refunded after it; a dispute: its amount.
+    amount_cents: int = Field(sa_column=Column(BigInteger, nullable=False))
+    detail: str | None = Field(default=None, max_length=32)  # a closed dispute's status
+    # The clawback (or, for a won dispute, topup) entry it wrote; none if there was nothing to
+    # take (or give) back.
     ledger_entry_id: int | None = Field(default=None, foreign_key="ledger_entries.id")
     created_at: datetime = stamped()
 

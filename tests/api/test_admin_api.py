@@ -42,6 +42,8 @@ OPERATIONS = [
     ("PUT", "/balance", {"userID": UNKNOWN_ID, "diff": 100}),
     ("GET", "/users?email=ann@example.com", None),
     ("GET", f"/users/{UNKNOWN_ID}", None),
+    ("GET", f"/users/{UNKNOWN_ID}/purchases", None),
+    ("GET", "/shortfalls", None),
 ]
 
 
@@ -192,6 +194,8 @@ def test_docs_and_schema_are_served_and_declare_the_bearer_scheme(client: TestCl
         "/users/{userID}",
         "/user/{userID}",
         "/users/{userID}/export",
+        "/users/{userID}/purchases",
+        "/shortfalls",
     }
     assert schema["components"]["securitySchemes"]["AdminToken"] == {
         "type": "http",
@@ -509,6 +513,39 @@ def test_lookups(api: TestClient, db: Session) -> None:
 
     r = api.get(f"/users/{uid}")
     assert r.status_code == 200 and r.json() == expected
+
+
+def test_purchases_and_shortfalls_for_the_operator(
+    api: TestClient, db: Session, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A refund of tokens the user had spent: the take-back stops at 0 and the operator sees the
+    shortfall, per user and across users."""
+    from vgen_app.adapters.payments import get_payments
+    from vgen_app.services import billing, sandbox
+
+    uid = make_user(db, "ann@example.com")
+    provider = get_payments()
+    row = billing.start_checkout(db, uid, "10k", provider)
+    billing.pay_test_checkout(db, row.id, uid, provider)
+    ledger.change_balance(db, uid, -9_000, "used", "run_x")
+    assert sandbox.refund(db, row.id, uid, provider, full=True).status == "applied"
+    assert ledger.balance_of(db, uid) == 0
+    with caplog.at_level(logging.INFO, logger="vgen.admin"):
+        r = api.get(f"/users/{uid}/purchases")
+    assert r.status_code == 200, r.text
+    (purchase,) = r.json()
+    assert {k: purchase[k] for k in ("session_id", "userID", "status", "tokens")} == {
+        "session_id": row.id,
+        "userID": uid,
+        "status": "refunded",
+        "tokens": 10_000,
+    }
+    assert (purchase["tokens_taken_back"], purchase["shortfall"]) == (1_000, 9_000)
+    assert purchase["receipt_url"] == f"/checkout/test?session_id={row.id}"
+    assert "what=user_purchases" in caplog.text and "purchases=1" in caplog.text
+    r = api.get("/shortfalls")
+    assert r.status_code == 200 and r.json() == [purchase]
+    assert api.get(f"/users/{UNKNOWN_ID}/purchases").status_code == 404
 
 
 # --- the audit log ---------------------------------------------------------------------------------

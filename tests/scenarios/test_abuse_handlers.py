@@ -127,6 +127,8 @@ GUARDED = {
     "PaymentSuccessState.wait_for_credit",
     "TestCheckoutState.on_load",
     "TestCheckoutState.pay",
+    "TestCheckoutState.refund",
+    "TestCheckoutState.dispute",
     "AccountState.on_load",
     "AccountState.change_password",
     "AccountState.change_email",
@@ -207,6 +209,9 @@ def victims(
             ingest(user_id, task.id, "video", samples["video"], files[0])
             ingest(user_id, task.id, "audio", samples["audio"], files[1])
             checkout = billing.start_checkout(db, user_id, "70k", get_payments())
+            # Paid: its receipt's test-only Refund and Dispute buttons would change data.
+            billing.pay_test_checkout(db, checkout.id, user_id, get_payments())
+            balance += 70_000
             token = login_session(db, email)
             v = Victim(kind, email, user_id, token, task.id, name, files, balance, checkout.id)
             # What must never reach a tab without a live session. (The task and checkout ids are
@@ -285,6 +290,8 @@ ARGS: dict[str, Callable[[Victim, dict[str, Path]], tuple]] = {
     "TokensState.go_to_page": lambda v, s: (1,),
     "NewTaskState.create": lambda v, s: ({"model": "lipsync", "name": "attacker task"},),
     "TokensState.buy": lambda v, s: ("10k",),
+    "TestCheckoutState.refund": lambda v, s: ("full",),
+    "TestCheckoutState.dispute": lambda v, s: ("created",),
     "TaskState.upload_progress": lambda v, s: ({"progress": 0.5}, "video"),
     "TaskState.upload_slot": lambda v, s: (_chunks(s["video"], "evil.mp4"), "video"),
     "TaskState.rename": lambda v, s: ({"name": "renamed by an attacker"},),

@@ -311,3 +311,56 @@ def test_checkout_read_is_usable_after_the_session_closes(database_url: str) -> 
         row = billing.start_checkout(db, uid, "10k", TestCheckout("http://localhost:3000"))
     found = with_db(billing.checkout_for_user, row.id, uid)
     assert (found.status, found.tokens, found.provider) == ("open", 10_000, "test")
+
+
+# --- after the payment (issue N; tests/services/test_payment_events.py has the rest) -----------
+
+
+def test_refunds_and_disputes_through_the_test_checkout(db: Session) -> None:
+    """The test checkout's receipt buttons end in the same webhook handler: a quarter refunded,
+    a dispute opened (the rest taken back) and won (given back), all refunded; each batch of
+    statements also runs as one request on D1."""
+    from vgen_app.services import sandbox
+
+    uid = make_user(db, "ann@example.com")
+    provider = get_payments()
+    assert isinstance(provider, TestCheckout)
+    row = billing.start_checkout(db, uid, "30k", provider)
+    assert billing.pay_test_checkout(db, row.id, uid, provider).status == "credited"
+    balances = []
+    for step in (
+        lambda: sandbox.refund(db, row.id, uid, provider, full=False),
+        lambda: sandbox.dispute(db, row.id, uid, provider, won=False),
+        lambda: sandbox.dispute(db, row.id, uid, provider, won=True),
+        lambda: sandbox.refund(db, row.id, uid, provider, full=True),
+    ):
+        assert step().status == "applied"
+        balances.append(ledger.balance_of(db, uid))
+    assert balances == [22_500, 0, 22_500, 0]
+    assert ledger.ledger_sum(db, uid) == 0
+    (purchase,) = billing.purchases(db, uid)
+    assert (purchase.status, purchase.refunded_cents, purchase.tokens_taken_back) == (
+        "refunded",
+        2_500,
+        30_000,
+    )
+    assert purchase.receipt_url == f"/checkout/test?session_id={row.id}"
+    entries = db.exec(select(LedgerEntry).order_by(LedgerEntry.id)).all()
+    assert [(e.action, e.diff) for e in entries] == [
+        ("topup", 30_000),
+        ("clawback", -7_500),
+        ("clawback", -22_500),
+        ("topup", 22_500),
+        ("clawback", -22_500),
+    ]
+
+
+def test_a_failed_delayed_payment_is_shown_and_credits_nothing(db: Session) -> None:
+    uid = make_user(db, "ann@example.com")
+    row = billing.start_checkout(db, uid, "10k", TestCheckout("http://localhost:3000"))
+    failed = paid_event(
+        row.id, uid, "10k", 1000, "unpaid", "checkout.session.async_payment_failed", "evt_f"
+    )
+    assert [deliver(db, failed).status for _ in range(3)] == ["applied", "duplicate", "duplicate"]
+    assert billing.checkout_for_user(db, row.id, uid).status == "failed"
+    assert ledger.balance_of(db, uid) == 0

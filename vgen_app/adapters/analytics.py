@@ -36,7 +36,12 @@ SCHEMAS: dict[str, list[bigquery.SchemaField]] = {
         F("timestamp", "TIMESTAMP", mode="REQUIRED"),
         F("userid", "STRING", mode="REQUIRED"),
         F("email", "STRING"),
-        F("action", "STRING", mode="REQUIRED", description="topup | used | refund | manual"),
+        F(
+            "action",
+            "STRING",
+            mode="REQUIRED",
+            description="topup | used | refund | manual | clawback",
+        ),
         F("diff", "INTEGER", mode="REQUIRED"),
         F("old_balance", "INTEGER", mode="REQUIRED"),
         F("new_balance", "INTEGER", mode="REQUIRED"),

@@ -119,6 +119,26 @@ class UserOut(BaseModel):
     created_at: str = Field(description="ISO 8601, UTC")
 
 
+class PurchaseOut(BaseModel):
+    session_id: str = Field(
+        description="The Checkout Session's id (the test checkout's: cs_test_…)."
+    )
+    userID: str
+    created_at: str = Field(description="ISO 8601, UTC")
+    package_id: str
+    tokens: int
+    amount_cents: int = Field(description="What was charged when known, else the price.")
+    currency: str
+    status: Literal["open", "paid", "partly_refunded", "refunded", "disputed", "failed", "expired"]
+    refunded_cents: int
+    tokens_taken_back: int = Field(description="Taken back from the balance (refunds, disputes).")
+    shortfall: int = Field(
+        description="Tokens a refund or dispute should have taken back but the user had spent "
+        "already: the balance stayed at 0 (never negative); settle it with the user by hand."
+    )
+    receipt_url: str | None
+
+
 class ErrorOut(BaseModel):
     detail: str
 

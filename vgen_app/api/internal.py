@@ -51,6 +51,7 @@ from vgen_app.api.admin_schemas import (
     BalanceRequest,
     BalanceResponse,
     DeletedOut,
+    PurchaseOut,
     StatusRequest,
     StatusResponse,
     UserOut,
@@ -59,7 +60,7 @@ from vgen_app.api.limits import read_body
 from vgen_app.config import get_settings
 from vgen_app.db import run_db
 from vgen_app.models import ID_PATTERN, Outcome
-from vgen_app.services import accounts, admin, erasure, export
+from vgen_app.services import accounts, admin, billing, erasure, export
 from vgen_app.services.security import constant_time_equals
 
 T = TypeVar("T")
@@ -433,6 +434,54 @@ async def export_user(userID: UserIDPath, request: Request) -> StreamingResponse
         raise _gone(request, "export_user", userID, exc) from None
     _audit(request, "export_user", userID=userID, files=len(data.files), outcome="ok")
     return zip_response(data)
+
+
+def _purchase_out(user_id: str, p: billing.Purchase) -> PurchaseOut:
+    return PurchaseOut(
+        session_id=p.session_id,
+        userID=user_id,
+        created_at=p.created_at.isoformat(),
+        package_id=p.package_id,
+        tokens=p.tokens,
+        amount_cents=p.amount_cents,
+        currency=p.currency,
+        status=p.status.value,
+        refunded_cents=p.refunded_cents,
+        tokens_taken_back=p.tokens_taken_back,
+        shortfall=p.shortfall,
+        receipt_url=p.receipt_url,
+    )
+
+
+@router.get(
+    "/users/{userID}/purchases",
+    response_model=list[PurchaseOut],
+    responses=NOT_FOUND,
+    summary="A user's purchases",
+    description="Newest first (at most 100): status, refunds, the tokens refunds and disputes took "
+    "back and the `shortfall` they could not (already spent). Checkouts left open for over a day "
+    "are not listed.",
+)
+async def user_purchases(userID: UserIDPath, request: Request) -> list[PurchaseOut]:
+    if await run_db(admin.get_user, userID) is None:
+        _audit(request, "user_purchases", userID=userID, outcome="not_found")
+        raise HTTPException(404, NO_SUCH_USER)
+    found = await run_db(billing.purchases, userID, 100)
+    _audit(request, "user_purchases", userID=userID, purchases=len(found), outcome="ok")
+    return [_purchase_out(userID, p) for p in found]
+
+
+@router.get(
+    "/shortfalls",
+    response_model=list[PurchaseOut],
+    summary="Purchases whose take-back fell short",
+    description="Every user's purchases with a `shortfall` > 0, newest first (at most 100): a "
+    "refund or dispute wanted tokens back that had been spent already.",
+)
+async def list_shortfalls(request: Request) -> list[PurchaseOut]:
+    found = await run_db(billing.shortfalls, 100)
+    _audit(request, "shortfalls", purchases=len(found), outcome="ok")
+    return [_purchase_out(user_id, p) for user_id, p in found]
 
 
 def create_internal_api() -> FastAPI:

@@ -1,44 +1,71 @@
-"""Buying tokens: packages, checkouts, and crediting from the signed webhook exactly once."""
+"""Buying tokens: packages, checkouts, crediting exactly once (from the signed webhook, or from
+the success page through `fulfill` when the webhook is late), the events after a payment
+(services/payment_events.py), and the purchases a user made."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import insert, update
+from sqlalchemy import func, insert, update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col
+from sqlmodel import Session, col, select
 
 from vgen_app import clock
 from vgen_app.adapters.payments import (
     BadSignature,
     CheckoutRequest,
     PaymentProvider,
+    PaymentsUnavailable,
     TestCheckout,
+    get_payments,
     verify_event,
 )
 from vgen_app.config import TokenPackage, get_settings
 from vgen_app.db import Batch, end_read, refresh_loaded, run_batch
-from vgen_app.models import CheckoutSession, CheckoutStatus, LedgerAction, PaymentCredit, User
-from vgen_app.services import changes, ledger
+from vgen_app.models import (
+    CheckoutSession,
+    CheckoutStatus,
+    LedgerAction,
+    PaymentAdjustment,
+    PaymentCredit,
+    PaymentEvent,
+    PurchaseStatus,
+    User,
+)
+from vgen_app.services import changes, ledger, payment_events
 from vgen_app.services.cookies import safe_next
 from vgen_app.services.errors import BillingError
+from vgen_app.services.payment_events import WebhookResult, id_of
+from vgen_app.services.purchases import Purchase, purchase_of, purchases, receipt_url, shortfalls
+from vgen_app.services.stripe_events import (
+    CREDITING_EVENTS,
+    HANDLED_EVENTS,
+    OBJECT_OF,
+    MalformedEvent,
+    malformed,
+)
 
 log = logging.getLogger("vgen.billing")
 
-__all__ = ["BadSignature", "BillingError", "MalformedEvent"]  # what handle_webhook raises
-
-CREDITING_EVENTS = {"checkout.session.completed", "checkout.session.async_payment_succeeded"}
-
-
-class MalformedEvent(BillingError):
-    """Signed, so it came from whoever holds the secret, but Stripe never sends this shape."""
-
-    def __init__(self, problem: str) -> None:
-        super().__init__("malformed_event", f"malformed event: {problem}")
-        self.problem = problem
+# What handle_webhook raises (PaymentsUnavailable: Stripe could not be asked which checkout a
+# charge belongs to; the webhook answers 503 and Stripe delivers again later).
+__all__ = [
+    "CREDITING_EVENTS",
+    "BadSignature",
+    "BillingError",
+    "MalformedEvent",
+    "PaymentsUnavailable",
+    "Purchase",
+    "PurchaseStatus",
+    "WebhookResult",
+    "malformed",
+    "purchase_of",
+    "purchases",  # the Tokens page's purchase history (services/purchases.py)
+    "receipt_url",
+    "shortfalls",
+]
 
 
 def packages() -> list[TokenPackage]:
@@ -127,18 +154,17 @@ def checkout_for_user(db: Session, session_id: str, user_id: str) -> CheckoutSes
 # --- the webhook -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class WebhookResult:
-    status: str  # credited | duplicate | ignored
-    detail: str = ""
-    change: ledger.BalanceChange | None = None
-
-
 def handle_webhook(
-    db: Session, payload: bytes | str, sig_header: str | None, secret: str | None
+    db: Session,
+    payload: bytes | str,
+    sig_header: str | None,
+    secret: str | None,
+    provider: PaymentProvider | None = None,
 ) -> WebhookResult:
     """A delivery of the webhook: its signature checked (BadSignature), its shape checked
-    (MalformedEvent), then credited once or ignored. No database work before both checks."""
+    (MalformedEvent), then applied once or ignored. No database work before both checks.
+    `provider` (default: the configured one) is asked which checkout a charge belongs to when
+    the event does not tell (PaymentsUnavailable if it cannot be asked)."""
     try:
         event = verify_event(payload, sig_header, secret)
         problem = malformed(event)
@@ -147,19 +173,52 @@ def handle_webhook(
     if problem:
         raise MalformedEvent(problem)
     event_type = event.get("type")
-    if event_type not in CREDITING_EVENTS:
+    if event_type not in HANDLED_EVENTS:
         return WebhookResult("ignored", f"event type {event_type!r} is not handled")
     obj = (event.get("data") or {}).get("object") or {}
-    if not isinstance(obj, dict) or obj.get("object") != "checkout.session":
-        return WebhookResult("ignored", "not a checkout session")
-    if obj.get("payment_status") != "paid":
+    if not isinstance(obj, dict) or obj.get("object") != OBJECT_OF[event_type]:
+        return WebhookResult("ignored", f"not a {OBJECT_OF[event_type]}")
+    event_id = str(event.get("id") or "")
+    if event_type in payment_events.CLOSING_EVENTS:
+        return payment_events.close_checkout(db, obj, event_id, event_type)
+    if event_type == payment_events.REFUNDED:
+        return payment_events.refund(db, obj, event_id, provider or get_payments())
+    if event_type in payment_events.CHARGE_EVENTS:
+        return payment_events.dispute(db, obj, event_id, event_type, provider or get_payments())
+    if not _paid(obj):
         return WebhookResult("ignored", f"payment_status is {obj.get('payment_status')!r}")
     if obj.get("mode") not in (None, "payment"):
         return WebhookResult("ignored", f"mode is {obj.get('mode')!r}")
-    return credit_checkout(db, obj, str(event.get("id") or ""))
+    return credit_checkout(db, obj, event_id, event_type)
 
 
-def credit_checkout(db: Session, obj: dict[str, Any], event_id: str) -> WebhookResult:
+def _paid(obj: dict[str, Any]) -> bool:
+    """Paid, or nothing to pay (a 100 % promotion code: Stripe's `no_payment_required`)."""
+    status = obj.get("payment_status")
+    return status == "paid" or (status == "no_payment_required" and obj.get("amount_total") == 0)
+
+
+def _priced(obj: dict[str, Any]) -> Any:
+    """What the session's items cost before discounts and taxes (`amount_subtotal`; the total
+    where Stripe sent no subtotal): a promotion code or Stripe Tax changes only the total."""
+    subtotal = obj.get("amount_subtotal")
+    return subtotal if isinstance(subtotal, int) else obj.get("amount_total")
+
+
+def _receipt_of(obj: dict[str, Any]) -> str | None:
+    """Stripe's receipt link, from a session retrieved with its PaymentIntent's latest charge."""
+    intent = obj.get("payment_intent")
+    charge = intent.get("latest_charge") if isinstance(intent, dict) else None
+    url = charge.get("receipt_url") if isinstance(charge, dict) else None
+    return url if isinstance(url, str) and 0 < len(url) <= 2000 and "\x00" not in url else None
+
+
+def credit_checkout(
+    db: Session,
+    obj: dict[str, Any],
+    event_id: str,
+    event_type: str = "checkout.session.completed",
+) -> WebhookResult:
     """Credit a paid Checkout Session's tokens once, whatever the number of deliveries.
 
     The `payment_credits` row keyed by the session id is written in the same transaction as the
@@ -182,27 +241,41 @@ def credit_checkout(db: Session, obj: dict[str, Any], event_id: str) -> WebhookR
             return WebhookResult("ignored", "unknown package")
         user_id, tokens = str(metadata.get("user_id", "")), pkg.tokens
         price, currency = pkg.price_cents, pkg.currency
-    if obj.get("amount_total") != price or str(obj.get("currency", "")).lower() != currency:
+    if _priced(obj) != price or str(obj.get("currency", "")).lower() != currency:
         db.rollback()
         log.error(
             "checkout %s: paid %r %r, expected %r %r; not credited",
             session_id,
-            obj.get("amount_total"),
+            _priced(obj),
             obj.get("currency"),
             price,
             currency,
         )
         return WebhookResult("ignored", "amount does not match the package")
-
-    return _credit(db, session_id, event_id[:255], user_id, tokens)
+    total = obj.get("amount_total")
+    facts = {
+        "payment_intent": id_of(obj.get("payment_intent")),
+        "paid_cents": total if isinstance(total, int) and 0 <= total <= 10**12 else None,
+        "receipt_url": _receipt_of(obj),
+    }
+    return _credit(db, session_id, event_id[:255], event_type, user_id, tokens, local, facts)
 
 
 def _credit(
-    db: Session, session_id: str, event_id: str, user_id: str, tokens: int
+    db: Session,
+    session_id: str,
+    event_id: str,
+    event_type: str,
+    user_id: str,
+    tokens: int,
+    local: CheckoutSession | None,
+    facts: dict[str, Any],
 ) -> WebhookResult:
     """The credit row, the ledger change, the link between them and the checkout's `paid`: one
-    batch. A redelivery (the credit row's primary key) or an unknown user (its foreign key)
-    fails the whole batch, so nothing is written, whoever delivers how often and concurrently."""
+    batch. A redelivery (the credit row's or the event's primary key) or an unknown user (its
+    foreign key) fails the whole batch, so nothing is written, whoever delivers how often and
+    concurrently. A refund or dispute recorded before (it arrived first) is taken back in the
+    same batch (`payment_events.settle`): the user never holds those tokens."""
     now = clock.now()
     op = ledger.BalanceOp(
         user_id,
@@ -213,6 +286,9 @@ def _credit(
         now=now,
     )
     batch = Batch()
+    if local is not None:
+        batch.add(payment_events.lock(session_id))
+        payment_events.event_row(batch, event_id, event_type, session_id)
     batch.add(
         insert(PaymentCredit).values(
             checkout_session_id=session_id,
@@ -228,27 +304,50 @@ def _credit(
         .where(col(PaymentCredit.checkout_session_id) == session_id)
         .values(ledger_entry_id=op.entry_id())
     )
+    cs = CheckoutSession
     batch.add(
-        update(CheckoutSession)
-        .where(col(CheckoutSession.id) == session_id)
-        .values(status=CheckoutStatus.PAID, paid_at=now)
+        update(cs)
+        .where(col(cs.id) == session_id)
+        .values(
+            status=CheckoutStatus.PAID,
+            paid_at=now,
+            payment_intent=func.coalesce(facts["payment_intent"], col(cs.payment_intent)),
+            paid_cents=facts["paid_cents"],
+            receipt_url=func.coalesce(facts["receipt_url"], col(cs.receipt_url)),
+        )
     )
+    ops: tuple[ledger.BalanceOp, ...] = ()
+    if local is not None:
+        earlier = (
+            select(PaymentAdjustment.object_id)
+            .where(col(PaymentAdjustment.checkout_session_id) == session_id)
+            .order_by(col(PaymentAdjustment.created_at).desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+        note = "refunded or disputed before the payment was confirmed"
+        ops = payment_events.settle(batch, session_id, user_id, earlier, note)
     try:
         results = run_batch(db, batch.statements)
     except IntegrityError:
-        return _refused_credit(db, session_id, user_id)
+        return _refused_credit(db, session_id, event_id, user_id)
     change = op.change_of(db, batch.rows(results, "entry"))
+    taken = payment_events.settled_change(db, ops, batch, results) if ops else None
     refresh_loaded(db, CheckoutSession, session_id)
     changes.touch(db, user_id)
     db.commit()
     log.info("checkout %s: credited %d tokens to %s", session_id, tokens, user_id)
+    if taken is not None:
+        log.info("checkout %s: %+d tokens at once (%s)", session_id, taken.diff, taken.reference)
     return WebhookResult("credited", change=change)
 
 
-def _refused_credit(db: Session, session_id: str, user_id: str) -> WebhookResult:
+def _refused_credit(db: Session, session_id: str, event_id: str, user_id: str) -> WebhookResult:
     """The credit row was refused: it exists (a redelivery) or its user does not."""
     db.rollback()
-    duplicate = db.get(PaymentCredit, session_id) is not None
+    duplicate = db.get(PaymentCredit, session_id) is not None or (
+        bool(event_id) and db.get(PaymentEvent, event_id) is not None
+    )
     db.rollback()
     if duplicate:
         return WebhookResult("duplicate", "already credited")
@@ -256,52 +355,83 @@ def _refused_credit(db: Session, session_id: str, user_id: str) -> WebhookResult
     return WebhookResult("ignored", "unknown user")
 
 
-def _unstorable(value: Any, most: int) -> bool:
-    text = str(value or "")
-    return len(text) > most or "\x00" in text  # PostgreSQL refuses NUL in text
+# --- from the success page: fulfil when the webhook is late ------------------------------------
 
 
-def malformed(event: dict[str, Any]) -> str | None:
-    """Why a verified event would break the billing code (None if it would not): a `type` that is
-    not a string, a crediting event whose `data` is not an object, or ids it would store that are
-    not strings, do not fit their columns or hold a NUL byte. Only what `handle_webhook` reads is checked,
-    so any event Stripe sends (other types, nulls, extra fields) passes and is handled or ignored."""
-    event_type = event.get("type")
-    if not isinstance(event_type, str):
-        return "type"
-    if event_type not in CREDITING_EVENTS:
-        return None  # ignored whatever it holds
-    data = event.get("data")
-    if data and not isinstance(data, dict):
-        return "data"
-    obj = (data or {}).get("object")
-    if not isinstance(obj, dict):
-        return None  # not a Checkout Session: ignored
-    event_id, session_id = event.get("id"), obj.get("id")
-    if not isinstance(event_id, str | None) or _unstorable(event_id, 10_000):
-        return "id"  # Stripe's ids are strings
-    if not isinstance(session_id, str | None) or _unstorable(session_id, 255):
-        return "data.object.id"
-    metadata = obj.get("metadata")
-    if isinstance(metadata, dict) and _unstorable(metadata.get("user_id"), 32):
-        return "data.object.metadata.user_id"  # ours are user ids (32 at most)
-    return None
+def fulfill(db: Session, session_id: str, provider: PaymentProvider | None = None) -> WebhookResult:
+    """Stripe's "fulfil from both sides": what the webhook does, from the success page when the
+    webhook has not credited yet. The Checkout Session is retrieved from Stripe (line items and
+    the PaymentIntent's latest charge expanded, with no transaction open) and, if paid, credited
+    through the same `credit_checkout` (once: the credit row's key); an expired one is marked so.
+    Also stores the receipt link of a session credited before it was known. PaymentsUnavailable
+    if Stripe cannot be asked. The caller checks the session is the user's own."""
+    provider = provider or get_payments()
+    row = db.get(CheckoutSession, session_id) if session_id else None
+    end_read(db)
+    if row is None or row.provider != provider.name or row.provider == TestCheckout.name:
+        return WebhookResult("ignored", "no checkout of this provider to retrieve")
+    if row.status == CheckoutStatus.PAID and row.receipt_url:
+        return WebhookResult("duplicate", "already credited")
+    if row.status in (CheckoutStatus.FAILED, CheckoutStatus.EXPIRED):
+        return WebhookResult("ignored", f"the checkout is {row.status}")
+    obj = provider.retrieve_checkout(session_id)
+    if obj is None or obj.get("id") != session_id or malformed(_as_event(obj)):
+        log.error("checkout %s: Stripe does not know it (or sent junk)", session_id)
+        return WebhookResult("ignored", "unknown to the provider")
+    if not _paid(obj):
+        if obj.get("status") == "expired":
+            return payment_events.close_checkout(db, obj, "", "checkout.session.expired")
+        return WebhookResult("ignored", f"payment_status is {obj.get('payment_status')!r}")
+    if row.status == CheckoutStatus.PAID:
+        return _store_receipt(db, row, _receipt_of(obj))
+    items = (obj.get("line_items") or {}).get("data")
+    if isinstance(items, list) and sum(
+        i.get("amount_subtotal") or 0 for i in items if isinstance(i, dict)
+    ) != _priced(obj):
+        log.error("checkout %s: line items do not add up to the subtotal", session_id)
+        return WebhookResult("ignored", "line items do not match")
+    return credit_checkout(db, obj, "", "fulfill")
+
+
+def _as_event(obj: dict[str, Any]) -> dict[str, Any]:
+    return {"id": None, "type": "checkout.session.completed", "data": {"object": obj}}
+
+
+def _store_receipt(db: Session, row: CheckoutSession, url: str | None) -> WebhookResult:
+    if url:
+        db.exec(
+            update(CheckoutSession)
+            .where(col(CheckoutSession.id) == row.id, col(CheckoutSession.receipt_url).is_(None))
+            .values(receipt_url=url)
+        )
+        refresh_loaded(db, CheckoutSession, row.id)
+        changes.touch(db, row.user_id)
+        db.commit()
+    return WebhookResult("duplicate", "already credited")
 
 
 # --- the built-in test checkout ------------------------------------------------------------------
+
+
+def own_test_checkout(db: Session, session_id: str, user_id: str) -> CheckoutSession:
+    row = db.get(CheckoutSession, session_id) if session_id else None
+    end_read(db)
+    if row is None or row.user_id != user_id or row.provider != TestCheckout.name:
+        raise BillingError("not_found", "This checkout does not exist.")
+    return row
 
 
 def pay_test_checkout(
     db: Session, session_id: str, user_id: str, provider: TestCheckout
 ) -> WebhookResult:
     """The test page's Pay button: a signed event through the same webhook handler."""
-    row = db.get(CheckoutSession, session_id) if session_id else None
+    row = own_test_checkout(db, session_id, user_id)
     user = db.get(User, user_id)
     end_read(db)
-    if row is None or row.user_id != user_id or row.provider != "test" or user is None:
+    if user is None:
         raise BillingError("not_found", "This checkout does not exist.")
     pkg = TokenPackage(
         id=row.package_id, tokens=row.tokens, price_cents=row.amount_cents, currency=row.currency
     )
     payload, header = provider.completed_event(row.id, user_id, pkg, user.email)
-    return handle_webhook(db, payload, header, provider.webhook_secret)
+    return handle_webhook(db, payload, header, provider.webhook_secret, provider)

@@ -70,16 +70,32 @@ def _value(value: object, type_: object) -> ColumnElement:
     return literal(value, type_)
 
 
+def least(a: ColumnElement, b: ColumnElement) -> ColumnElement:
+    """The smaller of two SQL values (LEAST on PostgreSQL, MIN(a, b) on SQLite: one CASE)."""
+    return case((a < b, a), else_=b)
+
+
+def greatest(a: ColumnElement, b: ColumnElement) -> ColumnElement:
+    return case((a > b, a), else_=b)
+
+
 @dataclass
 class BalanceOp:
     """One balance change as batch statements. `guard` (SQL) must hold for anything to be written
     at all (not even a `rejected` record); the operation's own other statements test `applied()`
-    or read `entry_id()`, which find its ledger row by `op_id`."""
+    or read `entry_id()`, which find its ledger row by `op_id`.
+
+    `diff` is an integer, or an SQL expression computed from the locked user row (and anything
+    else the batch has written before) when the amount is only known there: `take_at_most`
+    builds the one that takes up to n tokens but never more than the balance. Such a change
+    writes nothing when its guard fails (give it one that excludes 0); its ledger row records
+    the amount, and the balance UPDATE applies exactly that row's diff. `reference` may be an
+    SQL expression too."""
 
     user_id: str
-    diff: int
+    diff: int | ColumnElement
     action: LedgerAction
-    reference: str | None = None
+    reference: str | ColumnElement | None = None
     note: str | None = None
     guard: ColumnElement[bool] | None = None
     now: datetime = field(default_factory=clock.now)
@@ -87,10 +103,35 @@ class BalanceOp:
 
     def __post_init__(self) -> None:
         self.action = LedgerAction(self.action)
+        if isinstance(self.diff, ColumnElement):
+            return
         if isinstance(self.diff, bool) or not isinstance(self.diff, int) or self.diff == 0:
             raise ValueError("diff must be a non-zero integer")
         if abs(self.diff) > MAX_ABS_DIFF:
             raise ValueError("diff is too large")
+
+    @classmethod
+    def take_at_most(
+        cls, user_id: str, most: ColumnElement, action: LedgerAction, **kwargs
+    ) -> BalanceOp:
+        """Take `most` tokens (SQL, evaluated in the batch), or what is left if the balance is
+        smaller: never a negative balance, decided from the locked row in the one statement that
+        writes the ledger row (no read-then-write). Nothing is written when `most` <= 0 or the
+        balance is 0 (then `change_of` finds no row)."""
+        balance = col(User.balance)
+        wants = (most > 0) & (balance > 0)
+        guard = kwargs.pop("guard", None)
+        return cls(
+            user_id,
+            -least(balance, most),
+            action,
+            guard=wants if guard is None else wants & guard,
+            **kwargs,
+        )
+
+    @property
+    def computed(self) -> bool:
+        return isinstance(self.diff, ColumnElement)
 
     def _mine(self) -> ColumnElement[bool]:
         return col(LedgerEntry.op_id) == self.op_id
@@ -108,9 +149,16 @@ class BalanceOp:
         outcome decided from the locked balance, apply the change only if that row says so, and
         write the analytics row from the ledger row. `name` names the ledger INSERT, whose
         RETURNING row `change_of` reads (no row: unknown user, or the guard failed)."""
-        diff = _value(self.diff, BigInteger())
+        diff = (
+            self.diff if isinstance(self.diff, ColumnElement) else _value(self.diff, BigInteger())
+        )
         fits = col(User.balance) + diff >= 0
         guard = self.guard if self.guard is not None else true()
+        reference = (
+            self.reference
+            if isinstance(self.reference, ColumnElement)
+            else _value(self.reference, String())
+        )
         # FOR NO KEY UPDATE: serializes the user's money operations without waiting on (or
         # deadlocking with) the key-share locks that foreign-key checks of other rows take.
         batch.add(
@@ -128,7 +176,7 @@ class BalanceOp:
                 (fits, _value(Outcome.APPLIED, EnumText(Outcome))),
                 else_=_value(Outcome.REJECTED, EnumText(Outcome)),
             ),
-            _value(self.reference, String()),
+            reference,
             _value(self.note, String()),
             _value(self.now, UTCDateTime()),
         ).where(col(User.id) == self.user_id, guard)
@@ -136,23 +184,29 @@ class BalanceOp:
             "op_id", "user_id", "email", "action", "diff", "old_balance", "new_balance",
             "outcome", "reference", "note", "created_at",
         ]  # fmt: skip
-        batch.add(
-            insert(LedgerEntry)
-            .from_select(columns, source)
-            .returning(
-                col(LedgerEntry.id),
-                col(LedgerEntry.email),
-                col(LedgerEntry.old_balance),
-                col(LedgerEntry.new_balance),
-                col(LedgerEntry.outcome),
-            ),
-            name,
-        )
-        batch.add(
-            update(User)
-            .where(col(User.id) == self.user_id, fits, self.applied())
-            .values(balance=col(User.balance) + diff)
-        )
+        returned = [
+            col(LedgerEntry.id),
+            col(LedgerEntry.email),
+            col(LedgerEntry.old_balance),
+            col(LedgerEntry.new_balance),
+            col(LedgerEntry.outcome),
+        ]
+        if self.computed:
+            returned += [col(LedgerEntry.diff), col(LedgerEntry.reference)]
+        batch.add(insert(LedgerEntry).from_select(columns, source).returning(*returned), name)
+        if self.computed:  # exactly what the ledger row recorded
+            recorded = select(LedgerEntry.diff).where(self._mine()).scalar_subquery()
+            batch.add(
+                update(User)
+                .where(col(User.id) == self.user_id, self.applied())
+                .values(balance=col(User.balance) + recorded)
+            )
+        else:
+            batch.add(
+                update(User)
+                .where(col(User.id) == self.user_id, fits, self.applied())
+                .values(balance=col(User.balance) + diff)
+            )
         e = LedgerEntry
         row = json_pairs(
             timestamp=_value(self.now.isoformat(), String()),
@@ -189,11 +243,11 @@ class BalanceOp:
             user_id=self.user_id,
             email=e["email"],
             action=self.action,
-            diff=self.diff,
+            diff=int(e["diff"]) if self.computed else int(self.diff),
             old_balance=int(e["old_balance"]),
             new_balance=int(e["new_balance"]),
             entry_id=int(e["id"]),
-            reference=self.reference,
+            reference=e["reference"] if self.computed else self.reference,  # type: ignore[arg-type]
         )
 
 
@@ -341,4 +395,5 @@ ACTION_LABELS = {
     LedgerAction.USED: "Task run",
     LedgerAction.REFUND: "Refund",
     LedgerAction.MANUAL: "Manual adjustment",
+    LedgerAction.CLAWBACK: "Taken back",
 }

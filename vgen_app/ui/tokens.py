@@ -15,6 +15,7 @@ from vgen_app.models import LedgerAction, LedgerEntry
 from vgen_app.services import billing, ledger
 from vgen_app.ui import format, routes
 from vgen_app.ui.layout import app_shell, error_callout, info_callout, notice_card, pager
+from vgen_app.ui.purchases import PurchaseRow, purchase_row, purchases_table
 from vgen_app.ui.session import SessionState, signed_in
 
 PER_PAGE = 20
@@ -145,6 +146,7 @@ class TokensState(SessionState):
     buying: str = ""
     tokens_notice: str = ""
     back: str = ""  # the app page the user came to buy from (/tokens?back=…), "" if none
+    purchase_rows: list[PurchaseRow] = []
 
     @rx.var
     def package_cards(self) -> list[PackageCard]:
@@ -158,6 +160,7 @@ class TokensState(SessionState):
             page.total,
         )
         self.history_rows = [history_row(e, page.runs) for e in page.entries]
+        self.purchase_rows = [purchase_row(p) for p in await run_db(billing.purchases, user_id)]
         if with_chart:  # up to 500 points: not re-read and re-sent for each history page
             series = await run_db(ledger.balance_series, user_id)
             chart = chart_points(series, clock.now())
@@ -397,6 +400,8 @@ def tokens_page() -> rx.Component:
                 wrap="wrap",
                 width="100%",
             ),
+            rx.heading("Purchases", size="4", as_="h2"),
+            purchases_table(TokensState.purchase_rows),
             rx.heading("History", size="4", as_="h2"),
             _chart(),
             _history(),
