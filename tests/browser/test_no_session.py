@@ -188,6 +188,8 @@ API_WITHOUT_COOKIE = {
     ("GET", "/api/account/export"): ({401}, "a user's data"),
     ("DELETE", "/api/internal/user/{userID}"): ({401, 503}, "admin"),
     ("GET", "/api/internal/users/{userID}/export"): ({401, 503}, "admin"),
+    ("GET", "/api/internal/users/{userID}/purchases"): ({401, 503}, "admin"),
+    ("GET", "/api/internal/shortfalls"): ({401, 503}, "admin"),
     ("GET", "/api/health"): ({200}, "public: is the database up"),
     ("POST", "/api/webhooks/stripe"): ({400}, "signature checked, no user data returned"),
     ("PUT", "/api/internal/user"): ({401, 503}, "admin: refused (503 = no ADMIN_TOKEN set)"),
