@@ -138,6 +138,12 @@ def signed_in_pages(m: Member) -> list[AppPage]:
         AppPage(
             "test-checkout", f"/checkout/test?session_id={m.open_checkout}", _visible("#test-pay")
         ),
+        AppPage("account", "/account", _visible("#sessions")),
+        AppPage(
+            "test-receipt",
+            f"/checkout/test?session_id={m.paid_checkout}",
+            _visible("#test-dispute"),
+        ),
         AppPage("not-found", "/typo", _signed_in_not_found),
     ]
 
@@ -149,6 +155,7 @@ SIGNED_OUT_PAGES = [
     AppPage("check-email", "/check-email?email=a@b.c", _heading("Check your e-mail")),
     AppPage("reset", "/reset?token=x", _visible("[role=alert]")),
     AppPage("verify", "/verify?token=x", _visible("#verify-error")),
+    AppPage("email-change", "/account/email?token=x", _visible("#email-outcome")),
     AppPage("not-found-signed-out", "/typo", _heading("Page not found")),
 ]
 

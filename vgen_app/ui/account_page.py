@@ -122,7 +122,9 @@ def _session_row(row: rx.Var) -> rx.Component:
         rx.table.cell(
             rx.hstack(
                 rx.text(row.device, weight="medium"),
-                rx.cond(row.current, rx.badge("This device", color_scheme="green")),
+                rx.cond(
+                    row.current, rx.badge("This device", color_scheme="green", high_contrast=True)
+                ),
                 spacing="2",
                 wrap="wrap",
             )

@@ -62,7 +62,12 @@ def _row(row: rx.Var) -> rx.Component:
         rx.table.cell(row.amount, justify="end"),
         rx.table.cell(
             rx.vstack(
-                rx.badge(row.status_label, color_scheme=row.color, class_name="purchase-status"),
+                rx.badge(
+                    row.status_label,
+                    color_scheme=row.color,
+                    high_contrast=True,
+                    class_name="purchase-status",
+                ),
                 rx.cond(row.detail != "", rx.text(row.detail, size="1", color_scheme="gray")),
                 spacing="1",
                 align="start",
