@@ -117,6 +117,10 @@ def _email_section() -> rx.Component:
     )
 
 
+# Columns a phone (< 30em) does without: the device, when it was last seen and Sign out stay.
+_WIDE = ["none", "table-cell"]
+
+
 def _session_row(row: rx.Var) -> rx.Component:
     return rx.table.row(
         rx.table.cell(
@@ -129,9 +133,9 @@ def _session_row(row: rx.Var) -> rx.Component:
                 wrap="wrap",
             )
         ),
-        rx.table.cell(row.ip),
-        rx.table.cell(row.country),
-        rx.table.cell(format.local_time(row.created_iso)),
+        rx.table.cell(row.ip, display=_WIDE),
+        rx.table.cell(row.country, display=_WIDE),
+        rx.table.cell(format.local_time(row.created_iso), display=_WIDE),
         rx.table.cell(format.local_time(row.last_seen_iso)),
         rx.table.cell(
             rx.cond(
@@ -160,10 +164,13 @@ def _sessions_section() -> rx.Component:
             rx.table.root(
                 rx.table.header(
                     rx.table.row(
+                        rx.table.column_header_cell("Device"),
                         *[
-                            rx.table.column_header_cell(h)
-                            for h in ("Device", "IP", "Country", "Signed in", "Last seen", "")
-                        ]
+                            rx.table.column_header_cell(h, display=_WIDE)
+                            for h in ("IP", "Country", "Signed in")
+                        ],
+                        rx.table.column_header_cell("Last seen"),
+                        rx.table.column_header_cell(""),
                     )
                 ),
                 rx.table.body(rx.foreach(AccountState.sessions, _session_row)),
