@@ -149,7 +149,7 @@ def test_token_history_paging_does_not_resend_the_chart(
     state = ui_state(tokens_ui.TokensState, "/tokens", cookie=cookie)
     asyncio.run(state.on_load())
     assert (
-        calls == ["history", "balance_series"] and len(state.chart) == 46 + 1
+        calls == ["history", "purchases", "balance_series"] and len(state.chart) == 46 + 1
     )  # each change, then the balance now (issue K)
     state._clean()  # as after the delta went out over the socket
 
@@ -159,6 +159,7 @@ def test_token_history_paging_does_not_resend_the_chart(
     assert calls == ["history"]
     assert state.history_page == 2 and len(state.history_rows) == 20
     assert "chart" not in state.dirty_vars  # only the page's rows travel
+    assert "purchase_rows" not in state.dirty_vars
 
 
 def test_bcrypt_runs_on_its_own_low_priority_threads(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -160,8 +160,9 @@ class TokensState(SessionState):
             page.total,
         )
         self.history_rows = [history_row(e, page.runs) for e in page.entries]
-        self.purchase_rows = [purchase_row(p) for p in await run_db(billing.purchases, user_id)]
-        if with_chart:  # up to 500 points: not re-read and re-sent for each history page
+        if with_chart:  # the purchases and up to 500 points: not re-read for each history page
+            rows = await run_db(billing.purchases, user_id)
+            self.purchase_rows = [purchase_row(p) for p in rows]
             series = await run_db(ledger.balance_series, user_id)
             chart = chart_points(series, clock.now())
             self.chart, self.chart_domain = chart["points"], chart["domain"]
