@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Self
 
 from common import ROOT, free_port, migrated, temp_sqlite_url, use_database
+from upload_stream import children_of
 
 MiB = 1024 * 1024
 BLOCK = 16 * MiB
@@ -144,20 +145,6 @@ def via_service(uid: str, warm_uid: str) -> dict:
     return {"sent": sent, "chunks": chunks, "s": time.monotonic() - t0, "peak": peak}
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/status") as fh:
-                    ppid = next(int(x.split()[1]) for x in fh if x.startswith("PPid:"))
-            except (OSError, StopIteration):
-                continue
-            if ppid == pid:
-                out.append(int(entry))
-    return out
-
-
 def via_http(token: str, warm_token: str, env: dict[str, str], tmp: Path, keep: bool) -> dict:
     import httpx
 
@@ -190,7 +177,7 @@ def via_http(token: str, warm_token: str, env: dict[str, str], tmp: Path, keep: 
             if time.monotonic() > deadline:
                 raise RuntimeError("granian did not answer in 60 s")
             time.sleep(0.2)
-        kids = _children(proc.pid)
+        kids = children_of(proc.pid)
         worker = max(kids, key=lambda p: vm_mb(p, "VmRSS")) if kids else proc.pid
 
         def download(cookie: str, dest: Path | None) -> tuple[int, int, int]:
