@@ -55,11 +55,19 @@ def purchase_row(p: billing.Purchase) -> PurchaseRow:
     )
 
 
+# On a phone (< 30em) the amount goes under the package: the status and receipt stay in view.
+_WIDE = ["none", "table-cell"]
+_PHONE = ["block", "none"]
+
+
 def _row(row: rx.Var) -> rx.Component:
     return rx.table.row(
         rx.table.cell(format.local_time(row.when_iso)),
-        rx.table.cell(row.package),
-        rx.table.cell(row.amount, justify="end"),
+        rx.table.cell(
+            rx.text(row.package),
+            rx.text(row.amount, size="1", color_scheme="gray", display=_PHONE),
+        ),
+        rx.table.cell(row.amount, justify="end", display=_WIDE),
         rx.table.cell(
             rx.vstack(
                 rx.badge(
@@ -92,20 +100,24 @@ def _row(row: rx.Var) -> rx.Component:
 def purchases_table(rows: rx.Var) -> rx.Component:
     return rx.cond(
         rows.length() > 0,
-        rx.table.root(
-            rx.table.header(
-                rx.table.row(
-                    rx.table.column_header_cell("Date"),
-                    rx.table.column_header_cell("Package"),
-                    rx.table.column_header_cell("Amount", justify="end"),
-                    rx.table.column_header_cell("Status"),
-                    rx.table.column_header_cell(""),
-                )
+        rx.box(
+            rx.table.root(
+                rx.table.header(
+                    rx.table.row(
+                        rx.table.column_header_cell("Date"),
+                        rx.table.column_header_cell("Package"),
+                        rx.table.column_header_cell("Amount", justify="end", display=_WIDE),
+                        rx.table.column_header_cell("Status"),
+                        rx.table.column_header_cell(""),
+                    )
+                ),
+                rx.table.body(rx.foreach(rows, _row)),
+                variant="surface",
+                width="100%",
+                id="purchases",
             ),
-            rx.table.body(rx.foreach(rows, _row)),
-            variant="surface",
+            overflow_x="auto",
             width="100%",
-            id="purchases",
         ),
         rx.text("No purchases yet.", size="2", color_scheme="gray", id="purchases-empty"),
     )
