@@ -155,6 +155,38 @@ def _user_export(query: str, output: str | None) -> int:
     return 0
 
 
+def _backup(path: str) -> int:
+    from vgen_app.services import backup
+
+    try:
+        done = backup.backup(get_settings().database_url, Path(path))
+    except backup.BackupError as exc:
+        print(f"backup refused: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"backed up the {done.kind} database to {done.path} ({done.bytes:,} bytes, {done.seconds:.1f} s)"
+    )
+    return 0
+
+
+def _restore(path: str, force: bool) -> int:
+    from vgen_app.db import dispose_engines, with_db
+    from vgen_app.services import backup
+
+    try:
+        done = backup.restore(get_settings().database_url, Path(path), force=force)
+    except backup.BackupError as exc:
+        print(f"restore refused: {exc}", file=sys.stderr)
+        return 2
+    dispose_engines()
+    users, bad = with_db(backup.check)
+    print(f"restored {done.path} ({done.bytes:,} bytes, {done.seconds:.1f} s): {users} users")
+    for m in bad:
+        print(f"  user {m.user_id}: balance {m.balance} but ledger sum {m.ledger_sum}")
+    print("every balance equals its ledger sum" if not bad else f"{len(bad)} balances differ")
+    return 1 if bad else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vgen")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -175,6 +207,15 @@ def main(argv: list[str] | None = None) -> int:
     user.add_argument("target", nargs="?", metavar="ID_OR_EMAIL")
     user.add_argument("--yes", action="store_true", help="delete: do not ask")
     user.add_argument("-o", "--output", help="export: the ZIP file to write (- for stdout)")
+    bk = sub.add_parser(
+        "backup", help="write a consistent copy of DATABASE_URL to PATH (safe while the app runs)"
+    )
+    bk.add_argument("path", metavar="PATH")
+    rs = sub.add_parser(
+        "restore", help="replace DATABASE_URL with the backup PATH (--force onto a vgen database)"
+    )
+    rs.add_argument("path", metavar="PATH")
+    rs.add_argument("--force", action="store_true", help="overwrite a database that has tables")
     args = parser.parse_args(argv)
 
     if args.cmd == "migrate":
@@ -197,6 +238,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.query == "export":
             return _user_export(args.target, args.output)
         parser.error(f"user: unknown action {args.query!r} (delete or export)")
+    elif args.cmd == "backup":
+        return _backup(args.path)
+    elif args.cmd == "restore":
+        return _restore(args.path, args.force)
     elif args.cmd == "bigquery":
         return _bigquery_init()
     elif args.cmd == "analytics":
