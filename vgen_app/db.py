@@ -16,7 +16,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import JSON, String, event, literal
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import Executable
 from sqlalchemy.sql.functions import FunctionElement
@@ -37,6 +37,12 @@ DB_THREADS = 30
 _read_only: contextvars.ContextVar[bool] = contextvars.ContextVar("vgen_read_only", default=False)
 
 D1 = "cloudflare_d1"
+
+# The database cannot be reached or dropped the connection (a restart, a failover, a full pool of
+# dead connections): the call may be tried again. Routes answer 503 (api/errors.py), so Stripe
+# retries a webhook; pages say UNAVAILABLE. Every later call gets a fresh connection (pre-ping).
+UNAVAILABLE_ERRORS = (OperationalError, InterfaceError)
+UNAVAILABLE = "vgen cannot reach its database just now. Please try again in a minute."
 
 
 def normalize_url(url: str) -> str:

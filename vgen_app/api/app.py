@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from vgen_app.api import account, auth_routes, files, health, media, webhooks
+from vgen_app.api import account, auth_routes, errors, files, health, media, webhooks
 from vgen_app.api.internal import create_internal_api
 from vgen_app.api.limits import BodyLimitMiddleware
 from vgen_app.api.loopback import LoopbackRedirect
@@ -20,6 +20,8 @@ def create_api() -> FastAPI:
     api.middleware("http")(request_logger())
     # Outermost: a page opened as 127.0.0.1 while APP_URL says localhost goes to APP_URL first.
     api.add_middleware(LoopbackRedirect)
+    # The database down (a restart, a failover): 503 and Retry-After from every route, not a 500.
+    errors.install(api)
     api.include_router(auth_routes.router)
     api.include_router(webhooks.router)
     api.include_router(files.router)

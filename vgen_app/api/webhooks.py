@@ -110,14 +110,15 @@ _ERROR = {"model": WebhookError}
         503: {
             **_ERROR,
             "description": "Stripe could not be asked which checkout a charge or dispute "
-            "belongs to: nothing changed, Stripe delivers the event again later.",
+            "belongs to, or our database is unreachable (api/errors.py): nothing changed, "
+            "Stripe delivers the event again later.",
         },
     },
 )
 async def stripe_webhook(request: Request) -> JSONResponse:
     """200 for credited, applied, duplicate and ignored events (so Stripe stops retrying); 400 for
-    a bad signature or body; 503 if Stripe could not be asked about a charge, and 5xx if our
-    database fails (then Stripe retries, which is safe).
+    a bad signature or body; 503 if Stripe could not be asked about a charge or our database is
+    unreachable (api/errors.py; then Stripe retries, which is safe).
     A request without a signature is refused before its body is read; a body over MAX_BODY is
     refused by its declared length, or as soon as a body sent without one passes it."""
     signature = request.headers.get("stripe-signature")

@@ -9,10 +9,10 @@ import unicodedata
 import uuid
 from collections.abc import AsyncIterable
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from vgen_app.adapters import media
-from vgen_app.adapters.storage import get_storage
+from vgen_app.adapters.storage import StorageError, get_storage
 from vgen_app.catalog import Slot
 from vgen_app.config import get_settings
 from vgen_app.db import with_db
@@ -26,6 +26,9 @@ MAX_FILENAME_CHARS = 255
 # An upload that carried no file: the browser refused the drop (wrong type, several files) and
 # already said why, or the stream was empty.
 NO_FILE = "No file was received."
+# The file could not be written (the spool's or local storage's disk full, the bucket refusing):
+# refused like a bad file, nothing of it kept; the user may send it again later.
+NOT_STORED = "The file could not be saved just now. Please try again in a few minutes."
 # Task ids are `new_id()`s: anything else is "not found" before the database sees it (PostgreSQL
 # refuses a NUL byte in a query parameter: the upload would crash instead of being refused).
 
@@ -67,7 +70,11 @@ def ingest(
             raise tasks.media_error(exc) from exc
         tasks.check_media(slot, info)
         key = tasks.storage_key(task_id, slot.name, filename)
-        storage.put_file(key, spooled)
+        try:
+            storage.put_file(key, spooled)
+        except (OSError, StorageError) as exc:
+            log.warning("upload into task %s not stored: %s", task_id, exc)
+            raise TaskError("not_stored", NOT_STORED) from exc
         row, old_key = with_db(
             tasks.attach_input, owner_id, task_id, slot.name, key, filename, size, info
         )
@@ -100,9 +107,13 @@ async def spool_and_ingest(
     """Write a streamed upload to a spool file (off the event loop; never whole in memory; the
     size limit enforced while it streams), then `ingest` it. '' if accepted, else the message."""
     spool_dir = get_settings().upload_tmp_dir
-    await asyncio.to_thread(spool_dir.mkdir, parents=True, exist_ok=True)
     spooled = spool_dir / f"{uuid.uuid4().hex}.part"
-    handle = await asyncio.to_thread(open, spooled, "wb")
+    try:
+        await asyncio.to_thread(spool_dir.mkdir, parents=True, exist_ok=True)
+        handle = await asyncio.to_thread(open, spooled, "wb")
+    except OSError as exc:
+        log.warning("upload not spooled: %s", exc)
+        return NOT_STORED
     size, filename, error = 0, "", ""
     try:
         async for chunk in chunks:
@@ -115,12 +126,16 @@ async def spool_and_ingest(
             await asyncio.to_thread(handle.write, chunk.data)
     except TaskError as exc:
         error = exc.message
+    except OSError as exc:  # the spool's disk is full (or failing)
+        log.warning("upload not spooled: %s", exc)
+        error = NOT_STORED
     except asyncio.CancelledError:  # the upload was cancelled or its client went away
-        await asyncio.to_thread(handle.close)
+        await asyncio.to_thread(_close, handle)
         await asyncio.to_thread(spooled.unlink, True)
         raise
     finally:
-        await asyncio.to_thread(handle.close)  # a second close is harmless
+        if not await asyncio.to_thread(_close, handle):  # its last bytes did not fit
+            error = error or NOT_STORED
     if error or not filename:
         await asyncio.to_thread(spooled.unlink, True)
         return error or NO_FILE
@@ -129,6 +144,16 @@ async def spool_and_ingest(
     except TaskError as exc:
         return exc.message
     return ""
+
+
+def _close(handle: BinaryIO) -> bool:
+    """Close the spool file (again: harmless); False if its buffered bytes could not be written."""
+    try:
+        handle.close()
+    except OSError as exc:
+        log.warning("upload not spooled: %s", exc)
+        return False
+    return True
 
 
 def purge(keys: list[str]) -> int:

@@ -10,7 +10,7 @@ from urllib.parse import quote
 import reflex as rx
 
 from vgen_app.adapters.mail import send_in_background
-from vgen_app.db import run_db
+from vgen_app.db import UNAVAILABLE, UNAVAILABLE_ERRORS, run_db
 from vgen_app.services import accounts, passwords
 from vgen_app.services.cookies import safe_next
 from vgen_app.ui import routes
@@ -47,6 +47,9 @@ class SignupState(SessionState):
         except accounts.AccountError as exc:
             self.signup_error = exc.message
             self.signup_busy = False
+            return
+        except UNAVAILABLE_ERRORS:  # the database is down: say so, and the form works again
+            self.signup_error, self.signup_busy = UNAVAILABLE, False
             return
         send_in_background(result.mails)
         self.signup_busy = False
@@ -90,6 +93,9 @@ class LoginState(SessionState):
         except accounts.AccountError as exc:
             self.login_error = exc.message
             self.login_busy = False
+            return
+        except UNAVAILABLE_ERRORS:  # the database is down: say so, and the form works again
+            self.login_error, self.login_busy = UNAVAILABLE, False
             return
         next_path = safe_next(self.router.url.query_parameters.get("next"))
         target = f"{routes.api(routes.SESSION_ROUTE)}?ticket={result.ticket}&next={quote(next_path, safe='')}"

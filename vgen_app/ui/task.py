@@ -183,13 +183,16 @@ class TaskState(SessionState):
     @signed_in
     async def on_load(self):
         task_id = self._path_task_id()
+        if self.task_id:  # a page (re)load, or another task, shows the name, not a form
+            self.renaming, self.rename_error = False, ""
+        # (A state just made keeps its form: a new tab has none, and when Redis lost the tab's
+        # state, Reflex runs the click that found it gone — "Rename" — before this on_load.)
         if task_id != self.task_id:  # another task: nothing of the last one stays on the page
             self.task_id, self.task_name = task_id, ""
             self.task_missing, self.task_error, self.run_error = False, "", ""
             self.run_needs_topup = False
             self._reset_slots()
             self.run_rows = []
-        self.renaming, self.rename_error = False, ""  # a page (re)load shows the name, not a form
         try:
             await self._refresh(self._user_id)
         except tasks.NotFound:
