@@ -1,20 +1,25 @@
-"""Admin API throughput: `PUT /api/internal/balance` with 50 concurrent clients, req/s and p50/p99.
+"""Admin API and middleware cost under `wrk` (a C load generator, not the bottleneck), 50 connections.
 
-The server is `vgen_app.api.app.create_api()` under uvicorn (1 worker, loopback, free port) in a
-subprocess, on a temp migrated SQLite DB, ADMIN_TOKEN=bench-token, BCRYPT_ROUNDS=4. Floor, measured
-in the same run against the same server: `GET /api/bench/noop`, a bare async route added by a
-wrapper module written to a temp dir (the app is not edited). Client: asyncio + httpx.AsyncClient,
-50 workers, --requests per measurement, time cap per measurement; floor and PUT runs interleaved,
-medians of --reps. Each PUT is `{"userID": <id>, "diff": 1}` (a credit: never 409).
+Rows, each a median of --reps runs of --seconds, interleaved, all in one run on one machine:
+- floor: a bare ASGI app (no framework) under the same server (uvicorn, 1 worker) — and the
+  proof that wrk is not the bottleneck: it drives the floor many times faster than the subject;
+- the app's no-op route: `GET /api/bench/noop`, added to `create_api()` by a wrapper module
+  written to a temp dir (the app is not edited), through every middleware of the app (security
+  headers, loopback redirect, request log, body cap, error mapping);
+- `PUT /api/internal/balance` (`{"userID": <id>, "diff": 1}`: a credit, never 409, one ledger
+  row and one audit row per call) on SQLite and on PostgreSQL.
+Targets (issue P): no-op route >= 0.5x the bare app; PUT p99 < 50 ms and >= 0.1x the bare app on
+both databases. The balance afterwards must equal the ledger's sum and the number of PUTs answered.
 
-    .venv/bin/python bench/admin_api.py [--requests 2000] [--concurrency 50] [--reps 3] [--profile 10]
+    .venv/bin/python bench/admin_api.py [--seconds 10] [--reps 3] [--connections 50] [--profile 10]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import collections
+import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -22,11 +27,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
-from common import ROOT, free_port, median, migrated, percentile, temp_sqlite_url, use_database
+from common import free_port, median, migrated, temp_postgres, temp_sqlite_url, use_database
+from loadgen import bare_asgi_server, ensure_wrk, fmt, server, uvicorn_cmd, wrk
 
 TOKEN = "bench-token"
-TIME_CAP_S = 60.0
 
 WRAPPER = """
 from vgen_app.api.app import create_api
@@ -43,85 +47,47 @@ def app():
 """
 
 
-def start_server(db_url: str, port: int, tmp: Path) -> tuple[subprocess.Popen, Path]:
-    (tmp / "bench_wrapper.py").write_text(WRAPPER)
-    env = dict(
-        os.environ,
-        ADMIN_TOKEN=TOKEN,
-        DATABASE_URL=db_url,
-        BCRYPT_ROUNDS="4",
-        PYTHONPATH=os.pathsep.join([str(tmp), str(ROOT)]),
-    )
-    log = tmp / "server.log"
-    cmd = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "bench_wrapper:app",
-        "--factory",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--log-level",
-        "warning",
-        "--no-access-log",
-    ]
-    proc = subprocess.Popen(
-        cmd, env=env, cwd=str(tmp), stdout=log.open("w"), stderr=subprocess.STDOUT
-    )
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/api/bench/noop", timeout=1).status_code == 200:
-                return proc, log
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("server did not start")
+def subject_env(db_url: str) -> dict[str, str]:
+    return dict(os.environ, ADMIN_TOKEN=TOKEN, DATABASE_URL=db_url, BCRYPT_ROUNDS="4")
 
 
-async def load(base: str, kind: str, uid: str, total: int, concurrency: int) -> dict:
-    headers = {"Authorization": f"Bearer {TOKEN}"}
-    latencies: list[float] = []
-    statuses: collections.Counter[int] = collections.Counter()
-    remaining = [total]
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(
-        base_url=base, limits=limits, timeout=30, headers=headers
-    ) as client:
-        start = time.perf_counter()
-        deadline = start + TIME_CAP_S
+def seeded(url: str) -> str:
+    """A migrated database with one user; that user's id."""
+    migrated(url)
+    use_database(url)
+    from tests.helpers import make_user
+    from vgen_app.db import dispose_engines, session_scope
 
-        async def worker() -> None:
-            while remaining[0] > 0 and time.perf_counter() < deadline:
-                remaining[0] -= 1
-                t0 = time.perf_counter()
-                if kind == "put":
-                    r = await client.put("/api/internal/balance", json={"userID": uid, "diff": 1})
-                else:
-                    r = await client.get("/api/bench/noop")
-                latencies.append(time.perf_counter() - t0)
-                statuses[r.status_code] += 1
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        secs = time.perf_counter() - start
-    return {
-        "n": len(latencies),
-        "secs": secs,
-        "rps": len(latencies) / secs,
-        "p50": percentile(latencies, 50) * 1000,
-        "p99": percentile(latencies, 99) * 1000,
-        "statuses": dict(statuses),
-        "capped": remaining[0] > 0,
-    }
+    with session_scope() as db:
+        uid = make_user(db, "bench-admin@example.com")
+    dispose_engines()
+    return uid
 
 
-def profile(pid: int, seconds: int, out: Path, base: str, uid: str, concurrency: int) -> None:
+def check_ledger(url: str, uid: str) -> str:
+    use_database(url)
+    from sqlalchemy import func
+    from sqlmodel import select
+
+    from vgen_app.db import dispose_engines, session_scope
+    from vgen_app.models import LedgerEntry, Outcome
+    from vgen_app.services import ledger
+
+    with session_scope() as db:
+        bal = ledger.balance_of(db, uid)
+        total = db.exec(
+            select(func.coalesce(func.sum(LedgerEntry.diff), 0)).where(
+                LedgerEntry.user_id == uid, LedgerEntry.outcome == Outcome.APPLIED
+            )
+        ).one()
+        rows = db.exec(
+            select(func.count()).select_from(LedgerEntry).where(LedgerEntry.user_id == uid)
+        ).one()
+    dispose_engines()
+    return f"balance {bal}, ledger sum {total}, ledger rows {rows} ({'equal' if bal == total else 'MISMATCH'})"
+
+
+def profile(pid: int, seconds: int, out: Path, url: str, body: str, connections: int) -> None:
     """py-spy record (raw collapsed stacks) on the server during a PUT load; print the top frames."""
     spy = Path(sys.executable).parent / "py-spy"
     rec = subprocess.Popen(
@@ -143,9 +109,7 @@ def profile(pid: int, seconds: int, out: Path, base: str, uid: str, concurrency:
         stderr=subprocess.STDOUT,
     )
     time.sleep(1.0)
-    end = time.time() + seconds
-    while time.time() < end and rec.poll() is None:
-        asyncio.run(load(base, "put", uid, 500, concurrency))
+    wrk(url, method="PUT", body=body, headers=HEADERS, connections=connections, seconds=seconds)
     out_text = rec.communicate(timeout=60)[0].decode(errors="replace")
     if not out.exists():
         print("py-spy failed:", out_text[-1000:])
@@ -172,94 +136,115 @@ def profile(pid: int, seconds: int, out: Path, base: str, uid: str, concurrency:
         print(f"    {100 * c / total:5.1f}%  {f}")
 
 
+HEADERS = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+
+
+def summary(name: str, runs: list[dict]) -> dict:
+    med = {k: median([r[k] for r in runs]) for k in ("rps", "p50", "p90", "p99")}
+    med.update(non2xx=sum(r["non2xx"] for r in runs), errors=sum(r["errors"] for r in runs))
+    print(f"{name}: median of {len(runs)}: {fmt(med)}")
+    for r in runs:
+        print(f"    run: {fmt(r)}")
+    return med
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--databases", default="sqlite,postgresql")
     parser.add_argument(
-        "--profile", type=int, default=0, help="seconds of py-spy on the server after the runs"
+        "--profile", type=int, default=0, help="seconds of py-spy on the server (last database)"
     )
     args = parser.parse_args()
-    assert (
-        args.requests <= 20_000
-        and args.reps <= 7
-        and args.concurrency <= 200
-        and args.profile <= 30
-    )
+    assert args.seconds <= 60 and args.reps <= 7 and args.connections <= 200 and args.profile <= 30
 
     import logging
 
     logging.disable(logging.INFO)
+    ensure_wrk()
     tmp = Path(tempfile.mkdtemp(prefix="vgen-bench-admin-"))
-    url = migrated(temp_sqlite_url("admin"))
-    use_database(url)
-    from tests.helpers import make_user
-    from vgen_app.db import dispose_engines, session_scope
-
-    with session_scope() as db:
-        uid = make_user(db, "bench-admin@example.com")
-    dispose_engines()
-
-    port = free_port()
-    proc, log = start_server(url, port, tmp)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        print(
-            f"server: uvicorn bench_wrapper:app --factory, 1 worker, pid {proc.pid}, {base}, sqlite {url}"
-        )
-        # warm-up (connections, imports, pool, first-statement caches)
-        asyncio.run(load(base, "noop", uid, 200, args.concurrency))
-        asyncio.run(load(base, "put", uid, 200, args.concurrency))
-        floors, puts = [], []
+    (tmp / "bench_wrapper.py").write_text(WRAPPER)
+    c, secs = args.connections, args.seconds
+    print(
+        f"load: wrk -t1 -c{c} -d{secs:.0f}s; server: uvicorn, 1 worker, loopback; {args.reps} reps"
+    )
+    results: dict[str, list[dict]] = collections.defaultdict(list)
+    with contextlib.ExitStack() as stack:
+        bare = stack.enter_context(bare_asgi_server(tmp))
+        subjects = {}
+        for kind in args.databases.split(","):
+            url = (
+                temp_sqlite_url("admin")
+                if kind == "sqlite"
+                else stack.enter_context(temp_postgres())
+            )
+            uid = seeded(url)
+            port = free_port()
+            base = f"http://127.0.0.1:{port}"
+            proc = stack.enter_context(
+                server(
+                    uvicorn_cmd("bench_wrapper:app", port, factory=True),
+                    tmp,
+                    subject_env(url),
+                    base + "/api/bench/noop",
+                )
+            )
+            subjects[kind] = (url, uid, base, proc)
+        body = {k: json.dumps({"userID": v[1], "diff": 1}) for k, v in subjects.items()}
+        # warm-up: connections, imports, pools, statement caches
+        wrk(bare + "/", connections=c, seconds=2)
+        for kind, (_, _, base, _) in subjects.items():
+            wrk(base + "/api/bench/noop", connections=c, seconds=2)
+            wrk(
+                base + "/api/internal/balance",
+                method="PUT",
+                body=body[kind],
+                headers=HEADERS,
+                connections=c,
+                seconds=2,
+            )
+        first = next(iter(subjects.values()))[2]
         for _ in range(args.reps):
-            floors.append(asyncio.run(load(base, "noop", uid, args.requests, args.concurrency)))
-            puts.append(asyncio.run(load(base, "put", uid, args.requests, args.concurrency)))
-        for name, runs in (
-            ("floor GET /api/bench/noop", floors),
-            ("PUT /api/internal/balance", puts),
-        ):
-            print(
-                f"{name}: {args.concurrency} clients, {args.requests} requests x {args.reps} runs"
-            )
-            print(
-                f"  req/s  median {median([r['rps'] for r in runs]):8.1f}   runs {[round(r['rps'], 1) for r in runs]}"
-            )
-            print(
-                f"  p50 ms median {median([r['p50'] for r in runs]):8.1f}   runs {[round(r['p50'], 1) for r in runs]}"
-            )
-            print(
-                f"  p99 ms median {median([r['p99'] for r in runs]):8.1f}   runs {[round(r['p99'], 1) for r in runs]}"
-            )
-            print(
-                f"  statuses {[r['statuses'] for r in runs]} capped {[r['capped'] for r in runs]}"
-            )
-        ratio = median([r["rps"] for r in puts]) / median([r["rps"] for r in floors])
+            results["bare"].append(wrk(bare + "/", connections=c, seconds=secs))
+            results["noop"].append(wrk(first + "/api/bench/noop", connections=c, seconds=secs))
+            for kind, (_, _, base, _) in subjects.items():
+                results[kind].append(
+                    wrk(
+                        base + "/api/internal/balance",
+                        method="PUT",
+                        body=body[kind],
+                        headers=HEADERS,
+                        connections=c,
+                        seconds=secs,
+                    )
+                )
+        floor = summary("floor: bare ASGI app, GET /", results["bare"])
+        noop = summary("app no-op route GET /api/bench/noop (every middleware)", results["noop"])
         print(
-            f"ratio PUT/floor req/s: {ratio:.3f}  (target >= 0.5: {'HOLDS' if ratio >= 0.5 else 'MISSED'})"
+            f"  no-op / bare: {noop['rps'] / floor['rps']:.3f}x (target >= 0.5: "
+            f"{'HOLDS' if noop['rps'] / floor['rps'] >= 0.5 else 'MISSED'})"
         )
-        # the credits all landed, once each
-        use_database(url)
-        from vgen_app.services import ledger
-
-        with session_scope() as db:
-            bal = ledger.balance_of(db, uid)
-        sent = sum(sum(r["statuses"].values()) for r in puts) + 200
-        print(
-            f"balance after runs: {bal} (PUTs answered: {sent}, all 200: "
-            f"{all(set(r['statuses']) == {200} for r in puts)})"
-        )
+        for kind, (url, uid, _, proc) in subjects.items():
+            put = summary(f"PUT /api/internal/balance on {kind}", results[kind])
+            ratio = put["rps"] / floor["rps"]
+            ok = ratio >= 0.1 and put["p99"] < 50 and put["non2xx"] == 0
+            print(
+                f"  PUT / bare: {ratio:.3f}x, p99 {put['p99']:.1f} ms (target >= 0.1x and p99 < 50 ms: "
+                f"{'HOLDS' if ok else 'MISSED'})"
+            )
+            print(f"  {kind}: {check_ledger(url, uid)}")
         if args.profile:
-            profile(proc.pid, args.profile, tmp / "pyspy.raw", base, uid, args.concurrency)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        err = log.read_text().strip()
-        if err:
-            print("server log tail:", err[-1500:])
+            kind, (_, _, base, proc) = list(subjects.items())[-1]
+            profile(
+                proc.pid,
+                args.profile,
+                tmp / "pyspy.raw",
+                base + "/api/internal/balance",
+                body[kind],
+                c,
+            )
 
 
 if __name__ == "__main__":

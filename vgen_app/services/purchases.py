@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_
+from sqlalchemy import bindparam, or_
 from sqlmodel import Session, col, select
 
 from vgen_app import clock
@@ -70,23 +70,33 @@ def purchase_of(row: CheckoutSession) -> Purchase:
     )
 
 
+_MINE = (
+    select(CheckoutSession.__table__)
+    .where(
+        col(CheckoutSession.user_id) == bindparam("user_id"),
+        or_(
+            col(CheckoutSession.status) != CheckoutStatus.OPEN,
+            col(CheckoutSession.created_at) >= bindparam("since"),
+        ),
+    )
+    .order_by(col(CheckoutSession.created_at).desc(), col(CheckoutSession.id).desc())
+    .limit(bindparam("limit"))
+)
+
+
 @read_only
 def purchases(db: Session, user_id: str, limit: int = 20) -> list[Purchase]:
     """The user's purchases, newest first: every checkout they started but those left open (an
-    open one younger than a day is listed: it may still be paid)."""
-    since = clock.now() - OPEN_SHOWN
-    cs = CheckoutSession
-    rows = db.exec(
-        select(cs)
-        .where(
-            col(cs.user_id) == user_id,
-            or_(col(cs.status) != CheckoutStatus.OPEN, col(cs.created_at) >= since),
-        )
-        .order_by(col(cs.created_at).desc(), col(cs.id).desc())
-        .limit(max(1, min(limit, 500)))
-    ).all()
+    open one younger than a day is listed: it may still be paid). One statement built once,
+    Core rows (the Tokens page reads this on every load)."""
+    params = {
+        "user_id": user_id,
+        "since": clock.now() - OPEN_SHOWN,
+        "limit": max(1, min(limit, 500)),
+    }
+    rows = db.connection().execute(_MINE, params).all()
     end_read(db)
-    return [purchase_of(row) for row in rows]
+    return [purchase_of(row) for row in rows]  # type: ignore[arg-type]
 
 
 @read_only

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlmodel import Session, col, select
 
 from vgen_app import clock
@@ -53,37 +53,51 @@ def create(
     return token
 
 
+# The session check runs on every event of every signed-in tab: one statement built once (bound
+# parameters, SQLAlchemy's compiled cache) and run on the session's connection as Core, so no ORM
+# objects are built for it. Nothing is cached across calls but the statement: a revoked session
+# is refused by the very next check.
+_CHECK = (
+    select(
+        UserSession.id,
+        UserSession.last_seen_at,
+        User.id,
+        User.email,
+        User.balance,
+        User.status,
+    )
+    .join(User, col(User.id) == col(UserSession.user_id))
+    .where(
+        col(UserSession.token_hash) == bindparam("token_hash"),
+        col(UserSession.revoked_at).is_(None),
+        col(UserSession.expires_at) > bindparam("now"),
+    )
+    .limit(1)
+)
+_TOUCH = (
+    update(UserSession)
+    .where(col(UserSession.id) == bindparam("session_id"))
+    .values(last_seen_at=bindparam("now"))
+)
+
+
 @read_only
 def validate(db: Session, token: str | None) -> SessionUser | None:
     """The user behind a session token, or None (unknown, expired, revoked, or user not active)."""
     if not token or len(token) > 200:
         return None
     now = clock.now()
-    row = db.exec(
-        select(UserSession, User)
-        .join(User, col(User.id) == col(UserSession.user_id))
-        .where(
-            UserSession.token_hash == token_hash(token),
-            col(UserSession.revoked_at).is_(None),
-            col(UserSession.expires_at) > now,
-        )
-    ).first()
+    row = db.connection().execute(_CHECK, {"token_hash": token_hash(token), "now": now}).first()
+    end_read(db)  # the read ends first: a write then takes the lock in a transaction of its own
     if row is None:
-        end_read(db)
         return None
-    session, user = row
-    if user.status != UserStatus.ACTIVATED:
-        end_read(db)
+    session_id, last_seen_at, user_id, email, balance, status = row
+    if status != UserStatus.ACTIVATED:
         return None
-    if now - session.last_seen_at > TOUCH_EVERY:
-        end_read(db)  # the read ends first: a write then takes the lock in a transaction of its own
-        db.exec(
-            update(UserSession).where(col(UserSession.id) == session.id).values(last_seen_at=now)
-        )
+    if now - last_seen_at > TOUCH_EVERY:
+        db.connection().execute(_TOUCH, {"session_id": session_id, "now": now})
         db.commit()
-    else:
-        end_read(db)
-    return SessionUser(user.id, user.email, user.balance, user.status)
+    return SessionUser(user_id, email, balance, str(status))
 
 
 def revoke(db: Session, token: str | None) -> bool:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, Update, case, delete, exists, func, update
+from sqlalchemy import ColumnElement, Select, Update, bindparam, case, delete, exists, func, update
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
@@ -140,9 +143,19 @@ def spec_of(task: Task) -> ModelSpec:
     return spec
 
 
+class TaskBrief(NamedTuple):
+    """What the task list shows of a task (read as plain columns, no ORM object)."""
+
+    id: str
+    owner_id: str
+    name: str
+    model: str
+    created_at: datetime
+
+
 @dataclass(frozen=True)
 class TaskRow:
-    task: Task
+    task: TaskBrief
     last_status: str | None
     last_progress: float
     runs: int
@@ -159,24 +172,17 @@ class TaskPage:
     has_tasks: bool = True  # the owner has any task at all (whatever the filters)
 
 
-@read_only
-def list_tasks(
-    db: Session,
-    owner_id: str,
-    page: int = 1,
-    per_page: int = 20,
-    status: str = "",
-    model: str = "",
-    search: str = "",
-) -> TaskPage:
-    """My tasks, newest first, with the status of each one's latest run and the id of its
-    newest succeeded run with a poster frame (three bounded queries, no N+1).
+STATUS_FILTERS = ("not_run", "in_flight", *(s.value for s in RunStatus))
 
-    Filters: `status` "" (any), "not_run" (no run yet), "in_flight" (the newest run is queued or
-    processing) or a RunStatus value (the newest run's status); `model` a model id ("" any);
-    `search` a case-insensitive substring of the name (LIKE wildcards in it match themselves).
-    """
-    mine = [col(Task.owner_id) == owner_id, col(Task.deleted_at).is_(None)]
+
+@functools.lru_cache(maxsize=32)
+def _list_statements(status: str, by_model: bool, by_search: bool) -> tuple[Select, Select, Select]:
+    """The task list's three statements for one shape of filters, built once (the values are
+    bound parameters: owner, status, model, search, limit, offset): the count, whether the owner
+    has any task, and the page — the page's tasks with, per task, its run count, its newest run's
+    status and progress and the id of its newest succeeded run with a poster, in one statement
+    whose run part is bounded by the page (one grouped row per task, however many runs)."""
+    mine = [col(Task.owner_id) == bindparam("owner"), col(Task.deleted_at).is_(None)]
     filters: list[ColumnElement[bool]] = []
     if status:
         newest_status = (
@@ -191,83 +197,111 @@ def list_tasks(
             filters.append(~exists().where(col(Run.task_id) == col(Task.id)).correlate(Task))
         elif status == "in_flight":
             filters.append(newest_status.in_([s.value for s in IN_FLIGHT]))
-        elif status in {s.value for s in RunStatus}:
-            filters.append(newest_status == RunStatus(status).value)
         else:
-            raise TaskError("unknown_filter", "Choose one of the statuses offered.")
-    if model:
-        filters.append(col(Task.model) == model[:32])
+            filters.append(newest_status == bindparam("status"))
+    if by_model:
+        filters.append(col(Task.model) == bindparam("model"))
+    if by_search:
+        filters.append(col(Task.name).ilike(bindparam("search"), escape="\\"))
+    count = select(func.count()).select_from(Task).where(*mine, *filters)
+    any_task = select(exists().where(*mine))
+    page = (
+        select(Task.id, Task.owner_id, Task.name, Task.model, Task.created_at)
+        .where(*mine, *filters)
+        .order_by(col(Task.created_at).desc(), col(Task.id))
+        .limit(bindparam("limit"))
+        .offset(bindparam("offset"))
+        .cte("page")
+    )
+    succeeded = col(Run.status) == RunStatus.SUCCEEDED.value
+    with_poster = succeeded & col(Run.poster_key).is_not(None)
+    per_task = (
+        select(
+            col(Run.task_id).label("task_id"),
+            func.count().label("n"),
+            func.max(Run.attempt).label("newest"),
+            func.max(case((with_poster, col(Run.attempt)))).label("poster"),
+        )
+        .where(col(Run.task_id).in_(select(page.c.id)))
+        .group_by(Run.task_id)
+        .subquery("per_task")
+    )
+    newest, poster = aliased(Run, name="newest"), aliased(Run, name="poster")
+    rows = (
+        select(
+            page.c.id,
+            page.c.owner_id,
+            page.c.name,
+            page.c.model,
+            page.c.created_at,
+            per_task.c.n,
+            newest.status,
+            newest.progress,
+            poster.id,
+        )
+        .select_from(page)
+        .outerjoin(per_task, per_task.c.task_id == page.c.id)
+        .outerjoin(newest, (newest.task_id == page.c.id) & (newest.attempt == per_task.c.newest))
+        .outerjoin(poster, (poster.task_id == page.c.id) & (poster.attempt == per_task.c.poster))
+        .order_by(page.c.created_at.desc(), page.c.id)
+    )
+    return count, any_task, rows
+
+
+@read_only
+def list_tasks(
+    db: Session,
+    owner_id: str,
+    page: int = 1,
+    per_page: int = 20,
+    status: str = "",
+    model: str = "",
+    search: str = "",
+) -> TaskPage:
+    """My tasks, newest first, with the status of each one's latest run and the id of its
+    newest succeeded run with a poster frame (two statements, three when nothing matches the
+    filters; no N+1, nothing that grows with the run count; Core rows, no ORM objects).
+
+    Filters: `status` "" (any), "not_run" (no run yet), "in_flight" (the newest run is queued or
+    processing) or a RunStatus value (the newest run's status); `model` a model id ("" any);
+    `search` a case-insensitive substring of the name (LIKE wildcards in it match themselves).
+    """
+    if status and status not in STATUS_FILTERS:
+        raise TaskError("unknown_filter", "Choose one of the statuses offered.")
     search = " ".join(search.replace("\x00", "").split())[:120]  # PostgreSQL refuses NUL
+    params: dict[str, Any] = {"owner": owner_id, "status": status, "model": model[:32]}
     if search:
         escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        filters.append(col(Task.name).ilike(f"%{escaped}%", escape="\\"))
-
-    total = int(db.exec(select(func.count()).select_from(Task).where(*mine, *filters)).one())
+        params["search"] = f"%{escaped}%"
+    count, any_task, rows = _list_statements(status, bool(model), bool(search))
+    conn = db.connection()
+    total = int(conn.execute(count, params).scalar_one())
     has_tasks = total > 0
-    if not has_tasks and filters:  # nothing matches: are there tasks at all?
-        has_tasks = db.exec(select(exists().where(*mine))).one()
+    if not has_tasks and (status or model or search):  # nothing matches: are there tasks at all?
+        has_tasks = bool(conn.execute(any_task, params).scalar_one())
     pages = max(1, -(-total // per_page))
     page = min(max(1, page), pages)
-    tasks = (
-        list(
-            db.exec(
-                select(Task)
-                .where(*mine, *filters)
-                .order_by(col(Task.created_at).desc(), col(Task.id))
-                .offset((page - 1) * per_page)
-                .limit(per_page)
-            )
-        )
-        if total
-        else []
-    )
-    latest: dict[str, Run] = {}
-    counts: dict[str, int] = {}
-    posters: dict[str, str] = {}
-    if tasks:
-        # Bounded however many runs a task has: one row per task, its newest run, its run count
-        # and the id of its newest succeeded run with a poster.
-        succeeded = col(Run.status) == RunStatus.SUCCEEDED.value
-        with_poster = succeeded & col(Run.poster_key).is_not(None)
-        per_task = (
-            select(
-                col(Run.task_id).label("task_id"),
-                func.count().label("n"),
-                func.max(Run.attempt).label("newest"),
-                func.max(case((with_poster, col(Run.attempt)))).label("poster"),
-            )
-            .where(col(Run.task_id).in_([t.id for t in tasks]))
-            .group_by(Run.task_id)
-            .subquery()
-        )
-        poster = aliased(Run)
-        for run, n, poster_id in db.exec(
-            select(Run, per_task.c.n, poster.id)
-            .join(
-                per_task,
-                (col(Run.task_id) == per_task.c.task_id) & (col(Run.attempt) == per_task.c.newest),
-            )
-            .outerjoin(
-                poster,
-                (poster.task_id == per_task.c.task_id) & (poster.attempt == per_task.c.poster),
-            )
-        ):
-            latest[run.task_id] = run
-            counts[run.task_id] = int(n)
-            if poster_id:
-                posters[run.task_id] = poster_id
+    found = []
+    if total:
+        params.update(limit=per_page, offset=(page - 1) * per_page)
+        found = conn.execute(rows, params).all()
     end_read(db)
-    rows = [
-        TaskRow(
-            t,
-            latest[t.id].status if t.id in latest else None,
-            latest[t.id].progress if t.id in latest else 0.0,
-            counts.get(t.id, 0),
-            posters.get(t.id),
-        )
-        for t in tasks
-    ]
-    return TaskPage(rows, page, pages, total, bool(has_tasks))
+    return TaskPage(
+        [
+            TaskRow(
+                TaskBrief(task_id, owner, name, model_id, created_at),
+                str(last_status) if last_status is not None else None,
+                float(progress or 0.0),
+                int(n or 0),
+                poster_id,
+            )
+            for task_id, owner, name, model_id, created_at, n, last_status, progress, poster_id in found
+        ],
+        page,
+        pages,
+        total,
+        bool(has_tasks),
+    )
 
 
 # --- inputs ----------------------------------------------------------------------------------------
@@ -288,32 +322,36 @@ class TaskView:
         return any(r.status in IN_FLIGHT for r in self.runs[:1])
 
 
+_VIEW_TASK = select(Task.__table__).where(col(Task.id) == bindparam("task_id"))
+_VIEW_INPUTS = select(TaskInput.__table__).where(col(TaskInput.task_id) == bindparam("task_id"))
+_VIEW_RUNS = (
+    select(Run.__table__)
+    .where(col(Run.task_id) == bindparam("task_id"), col(Run.owner_id) == bindparam("owner"))
+    .order_by(col(Run.attempt).desc())
+    .limit(bindparam("limit"))
+)
+_VIEW_RUN_COUNT = select(func.count()).select_from(Run).where(Run.task_id == bindparam("task_id"))
+
+
 @read_only
 def task_view(db: Session, owner_id: str, task_id: str, runs_limit: int = 20) -> TaskView:
-    """The task page's data for its owner (NotFound for anyone else): four bounded queries, one
-    thread hop for the caller — the page refreshes this every second while a run is in flight."""
-    task = db.get(Task, task_id) if is_id(task_id) else None
+    """The task page's data for its owner (NotFound for anyone else): at most four bounded
+    statements, built once, one thread hop for the caller — the page refreshes this every second
+    while a run is in flight. Read-only rows (Core: each row has the model's attribute names), no
+    ORM objects."""
+    conn = db.connection()
+    task = conn.execute(_VIEW_TASK, {"task_id": task_id}).first() if is_id(task_id) else None
     if task is None or task.owner_id != owner_id or task.deleted_at is not None:
         end_read(db)
         raise NotFound()
-    inputs = {
-        row.slot: row for row in db.exec(select(TaskInput).where(TaskInput.task_id == task.id))
-    }
-    run_rows = list(
-        db.exec(
-            select(Run)
-            .where(Run.task_id == task.id, Run.owner_id == owner_id)
-            .order_by(col(Run.attempt).desc())
-            .limit(runs_limit)
-        )
-    )
+    ids = {"task_id": task.id, "owner": owner_id, "limit": runs_limit}
+    inputs = {row.slot: row for row in conn.execute(_VIEW_INPUTS, ids)}
+    run_rows = list(conn.execute(_VIEW_RUNS, ids))
     total = len(run_rows)
     if total == runs_limit:
-        total = int(
-            db.exec(select(func.count()).select_from(Run).where(Run.task_id == task.id)).one()
-        )
+        total = int(conn.execute(_VIEW_RUN_COUNT, ids).scalar_one())
     end_read(db)
-    return TaskView(task, inputs, run_rows, total)
+    return TaskView(task, inputs, run_rows, total)  # type: ignore[arg-type]
 
 
 def run_in_flight(db: Session, task_id: str) -> bool:

@@ -12,7 +12,7 @@ from vgen_app import clock
 from vgen_app.adapters.payments import get_payments
 from vgen_app.db import run_db
 from vgen_app.models import LedgerAction, LedgerEntry
-from vgen_app.services import billing, ledger
+from vgen_app.services import billing, ledger, tokens_view
 from vgen_app.ui import format, routes
 from vgen_app.ui.layout import app_shell, error_callout, info_callout, notice_card, pager
 from vgen_app.ui.purchases import PurchaseRow, purchase_row, purchases_table
@@ -152,24 +152,33 @@ class TokensState(SessionState):
     def package_cards(self) -> list[PackageCard]:
         return [PackageCard(p.id, f"{p.tokens:,}", p.price_label) for p in billing.packages()]
 
-    async def _load(self, user_id: str, with_chart: bool = True) -> None:
-        page = await run_db(ledger.history, user_id, self.history_page, PER_PAGE)
+    def _show(self, view: tokens_view.TokensView) -> None:
+        page = view.history
         self.history_page, self.history_pages, self.history_total = (
             page.page,
             page.pages,
             page.total,
         )
         self.history_rows = [history_row(e, page.runs) for e in page.entries]
-        if with_chart:  # the purchases and up to 500 points: not re-read for each history page
-            rows = await run_db(billing.purchases, user_id)
-            self.purchase_rows = [purchase_row(p) for p in rows]
-            series = await run_db(ledger.balance_series, user_id)
-            chart = chart_points(series, clock.now())
+        if view.purchases is not None:
+            self.purchase_rows = [purchase_row(p) for p in view.purchases]
+        if view.series is not None:  # up to 500 points: not re-read for each history page
+            chart = chart_points(view.series, clock.now())
             self.chart, self.chart_domain = chart["points"], chart["domain"]
             self.chart_ticks = chart["ticks"]
 
+    async def _load_for_session(self, with_chart: bool = True) -> bool:
+        """The session check and the page's read in one database call; False without a
+        session (the caller sends the tab to the login page)."""
+        user, view = await self.current_user_and(
+            tokens_view.tokens_view, self.history_page, PER_PAGE, with_chart
+        )
+        if user is None or view is None:
+            return False
+        self._show(view)
+        return True
+
     @rx.event
-    @signed_in
     async def on_load(self):
         self.buy_error, self.buying = "", ""
         self.tokens_notice = (
@@ -179,17 +188,20 @@ class TokensState(SessionState):
         )
         self.back = billing.return_path(self.router.url.query_parameters.get("back")) or ""
         self.history_page = 1
-        await self._load(self._user_id)
+        if not await self._load_for_session():
+            return self._login_redirect()
+        return None
 
     async def _on_change(self):
         """A payment, a run or a refund (here or elsewhere): the history and the chart show it."""
-        await self._load(self._user_id)
+        await self._load_for_session()
 
     @rx.event
-    @signed_in
     async def go_to_page(self, page: int):
         self.history_page = int(page)
-        await self._load(self._user_id, with_chart=False)
+        if not await self._load_for_session(with_chart=False):
+            return self._login_redirect()
+        return None
 
     @rx.event
     @signed_in
