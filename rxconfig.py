@@ -9,9 +9,13 @@ os.environ.setdefault("NPM_CONFIG_REGISTRY", "https://registry.npmjs.org/")
 
 import reflex as rx
 
+from vgen_app import metrics_dir
 from vgen_app.config import get_settings
 
 settings = get_settings()
+# Before the app (and prometheus-client) is imported: `reflex run` loads this file first, then
+# starts the Granian workers, which inherit this launch's PROMETHEUS_MULTIPROC_DIR.
+metrics_dir.prepare()
 
 config = rx.Config(
     app_name="vgen_app",

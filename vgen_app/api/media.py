@@ -17,7 +17,7 @@ from starlette.responses import Response
 from vgen_app.adapters.storage import StorageError, get_storage
 from vgen_app.api.deps import MaybeUser
 from vgen_app.db import run_db
-from vgen_app.services import media
+from vgen_app.services import media, metrics
 from vgen_app.services.errors import NotFound
 
 log = logging.getLogger(__name__)
@@ -73,20 +73,24 @@ async def serve_media(kind: str, ref: str, request: Request, user: MaybeUser) ->
     if request.method == "HEAD" or size == 0:
         return Response(status_code=status, headers=headers, media_type=found.content_type)
     return StreamingResponse(
-        _closing(storage.iter_range(found.key, first, last)),
+        _closing(storage.iter_range(found.key, first, last), kind),
         status_code=status,
         headers=headers,
         media_type=found.content_type,
     )
 
 
-async def _closing(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+async def _closing(chunks: Iterator[bytes], kind: str) -> AsyncIterator[bytes]:
     """The chunks read in a worker thread; the file is closed as soon as the response ends, even
-    when the player drops the connection mid-range (a seek), not when the garbage collector runs."""
+    when the player drops the connection mid-range (a seek), not when the garbage collector runs.
+    The bytes handed to the server are counted once, when it ends (vgen_media_served_bytes)."""
+    sent = 0
     try:
         async for chunk in iterate_in_threadpool(chunks):
             yield chunk
+            sent += len(chunk)
     finally:
+        metrics.MEDIA_BYTES.labels(kind).inc(sent)
         close = getattr(chunks, "close", None)
         if close is not None:
             await run_in_threadpool(close)

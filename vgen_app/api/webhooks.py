@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from vgen_app.adapters.payments import BadSignature, PaymentsUnavailable, get_payments
 from vgen_app.api.limits import BodyTooLarge, read_body
 from vgen_app.db import run_db
-from vgen_app.services import billing
+from vgen_app.services import billing, metrics
 
 router = APIRouter(prefix="/api/webhooks", tags=["webhooks"])
 log = logging.getLogger("vgen.webhooks")
@@ -123,10 +123,12 @@ async def stripe_webhook(request: Request) -> JSONResponse:
     refused by its declared length, or as soon as a body sent without one passes it."""
     signature = request.headers.get("stripe-signature")
     if not signature:
+        metrics.webhook(None, "refused")
         return JSONResponse({"error": "invalid signature"}, status_code=400)
     try:
         payload = await read_body(request, MAX_BODY)
     except BodyTooLarge:
+        metrics.webhook(None, "refused")
         return JSONResponse({"error": "body too large"}, status_code=413)
     secret = get_payments().webhook_secret
     try:

@@ -34,7 +34,7 @@ from vgen_app.models import (
     PurchaseStatus,
     User,
 )
-from vgen_app.services import changes, ledger, payment_events
+from vgen_app.services import changes, ledger, metrics, payment_events
 from vgen_app.services.cookies import safe_next
 from vgen_app.services.errors import BillingError
 from vgen_app.services.payment_events import WebhookResult, id_of
@@ -168,11 +168,31 @@ def handle_webhook(
     try:
         event = verify_event(payload, sig_header, secret)
         problem = malformed(event)
+    except (BadSignature, UnicodeDecodeError):
+        metrics.webhook(None, "refused")
+        raise
     except RecursionError:  # signed, but nested too deeply for the JSON parser
         problem = "nested too deeply"
     if problem:
+        metrics.webhook(None, "malformed")
         raise MalformedEvent(problem)
     event_type = event.get("type")
+    kind = event_type if event_type in HANDLED_EVENTS else "other"  # the metric's label
+    try:
+        result = _apply_event(db, event, event_type, provider)
+    except PaymentsUnavailable:
+        metrics.webhook(kind, "deferred")
+        raise
+    except Exception:
+        metrics.webhook(kind, "error")
+        raise
+    metrics.webhook(kind, result.status)
+    return result
+
+
+def _apply_event(
+    db: Session, event: dict[str, Any], event_type: Any, provider: PaymentProvider | None
+) -> WebhookResult:
     if event_type not in HANDLED_EVENTS:
         return WebhookResult("ignored", f"event type {event_type!r} is not handled")
     obj = (event.get("data") or {}).get("object") or {}

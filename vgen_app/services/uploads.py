@@ -17,7 +17,7 @@ from vgen_app.catalog import Slot
 from vgen_app.config import get_settings
 from vgen_app.db import with_db
 from vgen_app.models import TaskInput, is_id
-from vgen_app.services import tasks
+from vgen_app.services import metrics, tasks
 from vgen_app.services.tasks import TaskError
 
 log = logging.getLogger("vgen.uploads")
@@ -134,6 +134,7 @@ async def spool_and_ingest(
         await asyncio.to_thread(spooled.unlink, True)
         raise
     finally:
+        metrics.UPLOAD_BYTES.inc(size)
         if not await asyncio.to_thread(_close, handle):  # its last bytes did not fit
             error = error or NOT_STORED
     if error or not filename:
