@@ -75,6 +75,7 @@ TARGET = 2.0
 SUBJECTS = {
     "dashboard": ("DashboardState.on_load", "/", "dashboard_load"),
     "tokens": ("TokensState.on_load", "/tokens", "tokens_load"),
+    "task": ("TaskState.on_load", "/tasks/{task}", "task_load"),
     "session": ("SessionState.require_login", "/tasks/new", "session_check"),
 }
 
@@ -105,6 +106,7 @@ def row(p: Phase) -> str:
     return (
         f"{p.name:<44} n={len(p.lat):>6} {rate:6.0f}/s  p50 {pct(p.lat, 50):8.1f}  p95 {pct(p.lat, 95):8.1f}  "
         f"p99 {pct(p.lat, 99):8.1f} ms   server CPU {100 * p.server_cpu / max(p.wall, 1e-9):4.0f}%"
+        f" ({1000 * p.server_cpu / max(len(p.lat), 1):5.2f} ms/event)"
         f"  client CPU {100 * p.client_cpu / max(p.wall, 1e-9):4.0f}%"
         + (f"  errors {p.errors}" if p.errors else "")
     )
@@ -144,11 +146,13 @@ class Kinds:
         from vgen_app.ui.dashboard import DashboardState
         from vgen_app.ui.probe import ProbeState
         from vgen_app.ui.session import SessionState
+        from vgen_app.ui.task import TaskState
         from vgen_app.ui.tokens import TokensState
 
         self.probe = ProbeState.get_full_name()
         self.dashboard = DashboardState.get_full_name()
         self.tokens = TokensState.get_full_name()
+        self.task = TaskState.get_full_name()
         self.login = LoginState.get_full_name()
         self.session = SessionState.get_full_name()
         self.seq = 0
@@ -169,6 +173,9 @@ class Kinds:
         return await c.call(
             f"{self.session}.require_login", until=changed(self.session, "authenticated")
         )
+
+    async def task_load(self, c: ReflexClient) -> float:
+        return await c.call(f"{self.task}.on_load", until=changed(self.task, "task_name"))
 
     async def tokens_load(self, c: ReflexClient) -> float:
         return await c.call(f"{self.tokens}.on_load", until=changed(self.tokens, "history_rows"))
@@ -209,12 +216,20 @@ async def burst(clients, call, bursts: int, phase: Phase, pid: int) -> None:
 # --- setup --------------------------------------------------------------------------------------
 
 
-def make_users(n: int, prefix: str, tasks_each: int, rounds: int) -> list[tuple[str, str, str]]:
+# Each bench user's first task (the task page's subject), by user id.
+FIRST_TASK: dict[str, str] = {}
+
+
+def make_users(
+    n: int, prefix: str, tasks_each: int, rounds: int, runs_each: int = 0
+) -> list[tuple[str, str, str]]:
     """n activated users with a session each: (email, user_id, cookie). Password hashes at
-    `rounds` (the bench process's BCRYPT_ROUNDS), tasks_each tasks each."""
+    `rounds` (the bench process's BCRYPT_ROUNDS), tasks_each tasks each with runs_each
+    succeeded runs each (its dashboard rows, its task page's run list)."""
     from vgen_app import catalog
     from vgen_app.config import reset_settings
     from vgen_app.db import session_scope
+    from vgen_app.models import Run, RunStatus
     from vgen_app.services import tasks
 
     os.environ["BCRYPT_ROUNDS"] = str(rounds)
@@ -226,7 +241,22 @@ def make_users(n: int, prefix: str, tasks_each: int, rounds: int) -> list[tuple[
         user_id, cookie = session_cookie_for(email)
         with session_scope() as db:
             for k in range(tasks_each):
-                tasks.create_task(db, user_id, models[k % len(models)], f"Bench task {k + 1}")
+                model = models[k % len(models)]
+                task = tasks.create_task(db, user_id, model, f"Bench task {k + 1}")
+                FIRST_TASK.setdefault(user_id, task.id)
+                for a in range(1, runs_each + 1):
+                    db.add(
+                        Run(
+                            task_id=task.id,
+                            owner_id=user_id,
+                            attempt=a,
+                            status=RunStatus.SUCCEEDED,
+                            price=10,
+                            model=model,
+                            inputs={},
+                        )
+                    )
+            db.commit()
         out.append((email, user_id, cookie))
     return out
 
@@ -237,12 +267,14 @@ def make_users(n: int, prefix: str, tasks_each: int, rounds: int) -> list[tuple[
 async def part_a(server: AppServer, pid: int, args, kinds: Kinds) -> dict:
     print(f"\n== A. {args.clients} connected clients: {SUBJECTS[args.subject][0]} vs no-op ==")
     t0 = time.perf_counter()
-    users = make_users(args.clients, "tab", args.tasks, 4)
+    users = make_users(args.clients, "tab", args.tasks, 4, args.runs)
     print(f"made {len(users)} users (+{args.tasks} tasks each) in {time.perf_counter() - t0:.1f} s")
     clients = [ReflexClient(server.base, cookie=c, origin=server.url) for _, _, c in users]
     name, page, method = SUBJECTS[args.subject]
     t0 = time.perf_counter()
-    hyd = await connect_all(clients, page, concurrency=20)
+    hyd = await connect_all(
+        clients, lambda i: page.format(task=FIRST_TASK.get(users[i][1], "")), concurrency=20
+    )
     print(
         f"connected + hydrated {len(clients)} tabs on {page} in {time.perf_counter() - t0:.1f} s "
         f"(hydrate p50 {pct(hyd, 50):.0f} ms, p95 {pct(hyd, 95):.0f} ms)"
@@ -407,9 +439,10 @@ async def part_b(server: AppServer, pid: int, args, kinds: Kinds) -> dict:
 
 async def profiles(server: AppServer, pid: int, args, kinds: Kinds, tmp: Path) -> None:
     print(f"\n== py-spy on the backend worker (pid {pid}), {args.profile} s per workload ==")
-    users = make_users(20, "prof", args.tasks, 4)
+    users = make_users(20, "prof", args.tasks, 4, args.runs)
     tabs = [ReflexClient(server.base, cookie=c, origin=server.url) for _, _, c in users]
-    await connect_all(tabs, "/")
+    page = SUBJECTS[args.subject][1]
+    await connect_all(tabs, lambda i: page.format(task=FIRST_TASK.get(users[i][1], "")))
     subject = getattr(kinds, SUBJECTS[args.subject][2])
     for name, call in (("noop", kinds.noop), (args.subject, subject)):
         out = tmp / f"pyspy-{name}.raw"
@@ -502,6 +535,7 @@ def main() -> None:
         help="session: SessionState.require_login (the session check alone, one DB call)",
     )
     ap.add_argument("--tasks", type=int, default=3, help="tasks per user (dashboard rows)")
+    ap.add_argument("--runs", type=int, default=3, help="succeeded runs per task")
     ap.add_argument("--rounds", type=int, default=2, help="interleaved floor/subject rounds (A)")
     ap.add_argument("--events", type=int, default=3, help="events per client per paced phase")
     ap.add_argument("--think-ms", type=float, default=5000, help="mean think time, paced (A)")
