@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, NamedTuple, ParamSpec, TypeVar
 
 from sqlalchemy import JSON, String, event, literal
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -207,6 +207,14 @@ def json_pairs(**values: Any) -> json_object:
     return json_object(*args)
 
 
+class Bound(NamedTuple):
+    """A statement built once with named `bindparam`s, and this run's values for them: a batch
+    statement that costs no statement construction (SQLAlchemy's compiled cache finds it)."""
+
+    statement: Executable
+    params: dict[str, Any]
+
+
 @dataclass
 class Batch:
     """Statements that are correct when run one after another with no result read in between
@@ -214,10 +222,10 @@ class Batch:
     one transaction on SQLite and PostgreSQL and as one all-or-nothing request on D1. A statement
     may be named to read its RETURNING rows afterwards: `Batch.rows(results, name)`."""
 
-    statements: list[Executable] = field(default_factory=list)
+    statements: list[Executable | Bound] = field(default_factory=list)
     names: dict[str, int] = field(default_factory=dict)
 
-    def add(self, statement: Executable, name: str | None = None) -> None:
+    def add(self, statement: Executable | Bound, name: str | None = None) -> None:
         if name is not None:
             if name in self.names:
                 raise ValueError(f"two statements named {name!r}")
@@ -228,7 +236,7 @@ class Batch:
         return results[self.names[name]]
 
 
-def run_batch(db: Session, statements: Sequence[Executable]) -> list[list[dict[str, Any]]]:
+def run_batch(db: Session, statements: Sequence[Executable | Bound]) -> list[list[dict[str, Any]]]:
     """Run statements all or nothing; each one's RETURNING rows (as dicts).
 
     SQLite/PostgreSQL: in the session's transaction (the caller commits; on failure it rolls
@@ -239,14 +247,19 @@ def run_batch(db: Session, statements: Sequence[Executable]) -> list[list[dict[s
     if not is_d1(conn):
         out = []
         for stmt in statements:
-            result = conn.execute(stmt)  # fetched at once: SQLite sets changes() when one ends
+            if isinstance(stmt, Bound):
+                result = conn.execute(stmt.statement, stmt.params)
+            else:  # fetched at once: SQLite sets changes() when one ends
+                result = conn.execute(stmt)
             out.append([dict(r) for r in result.mappings()] if result.returns_rows else [])
         return out
     batch = []
     for stmt in statements:
+        given = stmt.params if isinstance(stmt, Bound) else None
+        stmt = stmt.statement if isinstance(stmt, Bound) else stmt
         # Expanding parameters (`IN (…)`) rendered as one `?` per value: `status_1` → `status_1_1`…
         compiled = stmt.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
-        values = compiled.construct_params()
+        values = compiled.construct_params(given)
         params = []
         for name in compiled.positiontup or []:
             bind = compiled.binds.get(name)

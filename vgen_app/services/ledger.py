@@ -11,6 +11,8 @@ in one transaction on SQLite and PostgreSQL and as one all-or-nothing request on
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -20,6 +22,7 @@ from sqlalchemy import (
     Executable,
     ScalarSelect,
     String,
+    bindparam,
     case,
     exists,
     func,
@@ -31,7 +34,7 @@ from sqlalchemy import (
 from sqlmodel import Session, col, select
 
 from vgen_app import clock
-from vgen_app.db import Batch, end_read, json_pairs, read_only, refresh_loaded, run_batch
+from vgen_app.db import Batch, Bound, end_read, json_pairs, read_only, refresh_loaded, run_batch
 from vgen_app.models import (
     AnalyticsOutbox,
     EnumText,
@@ -133,6 +136,15 @@ class BalanceOp:
     def computed(self) -> bool:
         return isinstance(self.diff, ColumnElement)
 
+    @property
+    def plain(self) -> bool:
+        """An integer diff, no guard, a plain reference: the statements `_plain` prebuilt."""
+        return (
+            not self.computed
+            and self.guard is None
+            and not isinstance(self.reference, ColumnElement)
+        )
+
     def _mine(self) -> ColumnElement[bool]:
         return col(LedgerEntry.op_id) == self.op_id
 
@@ -149,6 +161,23 @@ class BalanceOp:
         outcome decided from the locked balance, apply the change only if that row says so, and
         write the analytics row from the ledger row. `name` names the ledger INSERT, whose
         RETURNING row `change_of` reads (no row: unknown user, or the guard failed)."""
+        if self.plain:  # the common case: its four statements are built once (`_plain`)
+            params = {
+                "op_user_id": self.user_id,
+                "op_op_id": self.op_id,
+                "op_action": self.action,
+                "op_diff": self.diff,
+                "op_reference": self.reference,
+                "op_note": self.note,
+                "op_now": self.now,
+                "op_now_iso": self.now.isoformat(),
+            }
+            lock, entry, apply, analytics = _plain()
+            batch.add(Bound(lock, params))
+            batch.add(Bound(entry, params), name)
+            batch.add(Bound(apply, params))
+            batch.add(Bound(analytics, params))
+            return
         diff = (
             self.diff if isinstance(self.diff, ColumnElement) else _value(self.diff, BigInteger())
         )
@@ -251,6 +280,78 @@ class BalanceOp:
         )
 
 
+@functools.cache
+def _plain() -> tuple[Executable, Executable, Executable, Executable]:
+    """`BalanceOp.add_to`'s four statements for a plain change, built once with named bound
+    parameters (op_user_id, op_op_id, op_action, op_diff, op_reference, op_note, op_now,
+    op_now_iso): the same SQL as the general path, without building it for every change."""
+    user_id = bindparam("op_user_id", type_=String())
+    op_id = bindparam("op_op_id", type_=String())
+    diff = bindparam("op_diff", type_=BigInteger())
+    mine = col(LedgerEntry.op_id) == op_id
+    balance = col(User.balance)
+    fits = balance + diff >= 0
+    lock = select(User.id).where(col(User.id) == user_id).with_for_update(key_share=True)
+    source = select(
+        op_id,
+        col(User.id),
+        col(User.email),
+        bindparam("op_action", type_=EnumText(LedgerAction)),
+        diff,
+        balance,
+        case((fits, balance + diff), else_=balance),
+        case(
+            (fits, _value(Outcome.APPLIED, EnumText(Outcome))),
+            else_=_value(Outcome.REJECTED, EnumText(Outcome)),
+        ),
+        bindparam("op_reference", type_=String()),
+        bindparam("op_note", type_=String()),
+        bindparam("op_now", type_=UTCDateTime()),
+    ).where(col(User.id) == user_id)
+    columns = [
+        "op_id", "user_id", "email", "action", "diff", "old_balance", "new_balance",
+        "outcome", "reference", "note", "created_at",
+    ]  # fmt: skip
+    entry = (
+        insert(LedgerEntry)
+        .from_select(columns, source)
+        .returning(
+            col(LedgerEntry.id),
+            col(LedgerEntry.email),
+            col(LedgerEntry.old_balance),
+            col(LedgerEntry.new_balance),
+            col(LedgerEntry.outcome),
+        )
+    )
+    applied = exists().where(mine, col(LedgerEntry.outcome) == Outcome.APPLIED)
+    apply = (
+        update(User).where(col(User.id) == user_id, fits, applied).values(balance=balance + diff)
+    )
+    e = LedgerEntry
+    row = json_pairs(
+        timestamp=bindparam("op_now_iso", type_=String()),
+        userid=col(e.user_id),
+        email=col(e.email),
+        action=col(e.action),
+        diff=col(e.diff),
+        old_balance=col(e.old_balance),
+        new_balance=col(e.new_balance),
+        outcome=col(e.outcome),
+        reference=col(e.reference),
+        ledger_entry_id=col(e.id),
+    )
+    analytics = insert(AnalyticsOutbox).from_select(
+        ["table_name", "row", "created_at", "attempts"],
+        select(
+            _value(outbox.BALANCE_CHANGES, String()),
+            row,
+            bindparam("op_now", type_=UTCDateTime()),
+            _value(0, BigInteger()),
+        ).where(mine),
+    )
+    return lock, entry, apply, analytics
+
+
 def change_statements(
     user_id: str,
     diff: int,
@@ -274,11 +375,18 @@ def change_balance(
     action: LedgerAction | str,
     reference: str | None = None,
     note: str | None = None,
+    also: Callable[[BalanceOp], Executable] | None = None,
 ) -> BalanceChange:
-    """Change a balance in its own transaction; a refused change is committed as a record too."""
+    """Change a balance in its own transaction; a refused change is committed as a record too.
+
+    `also` builds one more statement of the same batch from the operation (it runs after the
+    ledger row is written and finds it by `op.op_id`): the admin audit row of a manual change.
+    Should it fail, nothing of the change is written either."""
     op = BalanceOp(user_id, diff, LedgerAction(action), reference, note)
     batch = Batch()
     op.add_to(batch)
+    if also is not None:
+        batch.add(also(op))
     try:
         results = run_batch(db, batch.statements)
         change = op.change_of(db, batch.rows(results, "entry"))
@@ -316,38 +424,57 @@ class HistoryPage:
 RUN_ACTIONS = (LedgerAction.USED, LedgerAction.REFUND)  # their reference is a run id
 
 
+_APPLIED_OF = (
+    col(LedgerEntry.user_id) == bindparam("user_id"),
+    col(LedgerEntry.outcome) == Outcome.APPLIED,
+)
+_HISTORY_COUNT = select(func.count()).select_from(LedgerEntry).where(*_APPLIED_OF)
+_HISTORY_PAGE = (
+    select(LedgerEntry.__table__)
+    .where(*_APPLIED_OF)
+    .order_by(col(LedgerEntry.id).desc())
+    .limit(bindparam("limit"))
+    .offset(bindparam("offset"))
+)
+_HISTORY_RUNS = (
+    select(Run.id, Run.attempt, Task.id, Task.name, Task.deleted_at)
+    .join(Task, col(Task.id) == col(Run.task_id))
+    .where(
+        col(Run.id).in_(bindparam("run_ids", expanding=True)),
+        col(Run.owner_id) == bindparam("user_id"),
+    )
+)
+_SERIES = (
+    select(LedgerEntry.created_at, LedgerEntry.old_balance, LedgerEntry.new_balance)
+    .where(*_APPLIED_OF)
+    .order_by(col(LedgerEntry.id).desc())
+    .limit(bindparam("limit"))
+)
+
+
 @read_only
 def history(db: Session, user_id: str, page: int = 1, per_page: int = 20) -> HistoryPage:
     """Applied changes, newest first, paginated, with the task and attempt of each run they
-    name (one query for the whole page: no N+1)."""
-    base = select(LedgerEntry).where(
-        LedgerEntry.user_id == user_id, LedgerEntry.outcome == Outcome.APPLIED
-    )
-    total = int(
-        db.exec(
-            select(func.count())
-            .select_from(LedgerEntry)
-            .where(LedgerEntry.user_id == user_id, LedgerEntry.outcome == Outcome.APPLIED)
-        ).one()
-    )
+    name (one query for the whole page: no N+1). Statements built once, read as Core rows (each
+    with the ledger row's attribute names), no ORM objects."""
+    conn = db.connection()
+    total = int(conn.execute(_HISTORY_COUNT, {"user_id": user_id}).scalar_one())
     pages = max(1, -(-total // per_page))
     page = min(max(1, page), pages)
     entries = list(
-        db.exec(
-            base.order_by(col(LedgerEntry.id).desc()).offset((page - 1) * per_page).limit(per_page)
+        conn.execute(
+            _HISTORY_PAGE, {"user_id": user_id, "limit": per_page, "offset": (page - 1) * per_page}
         )
     )
-    run_ids = {e.reference for e in entries if e.action in RUN_ACTIONS and e.reference}
+    run_ids = sorted({e.reference for e in entries if e.action in RUN_ACTIONS and e.reference})
     runs: dict[str, RunRef] = {}
     if run_ids:
-        for run_id, attempt, task_id, name, deleted_at in db.exec(
-            select(Run.id, Run.attempt, Task.id, Task.name, Task.deleted_at)
-            .join(Task, col(Task.id) == col(Run.task_id))
-            .where(col(Run.id).in_(run_ids), col(Run.owner_id) == user_id)
+        for run_id, attempt, task_id, name, deleted_at in conn.execute(
+            _HISTORY_RUNS, {"run_ids": run_ids, "user_id": user_id}
         ):
             runs[run_id] = RunRef(run_id, attempt, task_id, name, deleted_at is not None)
     end_read(db)
-    return HistoryPage(entries, page, pages, total, runs)
+    return HistoryPage(entries, page, pages, total, runs)  # type: ignore[arg-type]
 
 
 @read_only
@@ -356,12 +483,7 @@ def balance_series(db: Session, user_id: str, limit: int = 500) -> list[tuple[st
 
     It starts with the balance before the oldest change shown, so even one change draws a step.
     """
-    rows = db.exec(
-        select(LedgerEntry.created_at, LedgerEntry.old_balance, LedgerEntry.new_balance)
-        .where(LedgerEntry.user_id == user_id, LedgerEntry.outcome == Outcome.APPLIED)
-        .order_by(col(LedgerEntry.id).desc())
-        .limit(limit)
-    ).all()
+    rows = db.connection().execute(_SERIES, {"user_id": user_id, "limit": limit}).all()
     end_read(db)
     if not rows:
         return []
