@@ -15,10 +15,9 @@ from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from starlette.responses import Response
 
 from vgen_app.adapters.storage import StorageError, get_storage
-from vgen_app.api.deps import MaybeUser
+from vgen_app.api.deps import SessionToken
 from vgen_app.db import run_db
 from vgen_app.services import media, metrics
-from vgen_app.services.errors import NotFound
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/media", tags=["media"])
@@ -29,12 +28,13 @@ def _not_found() -> Response:
 
 
 @router.api_route("/{kind}/{ref}", methods=["GET", "HEAD"], include_in_schema=False)
-async def serve_media(kind: str, ref: str, request: Request, user: MaybeUser) -> Response:
-    if user is None:
-        return _not_found()
-    try:
-        found = await run_db(media.locate, user.user_id, kind, ref)
-    except NotFound:
+async def serve_media(kind: str, ref: str, request: Request, token: SessionToken) -> Response:
+    user, found = (
+        await run_db(media.locate_for_session, token, kind, ref) if token else (None, None)
+    )
+    if user is not None:
+        request.state.user_id = user.user_id  # the request's log line
+    if found is None:
         return _not_found()
     storage = get_storage()
     try:

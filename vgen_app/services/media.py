@@ -10,12 +10,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import PurePosixPath
 
+from sqlalchemy import bindparam
 from sqlmodel import Session, col, select
 
 from vgen_app import catalog
-from vgen_app.db import end_read
+from vgen_app.db import end_read, read_only
 from vgen_app.models import Run, RunStatus, Task, TaskInput, is_id
+from vgen_app.services import sessions
 from vgen_app.services.errors import NotFound
+from vgen_app.services.sessions import SessionUser
 
 
 class Kind(StrEnum):
@@ -70,40 +73,61 @@ _INPUT_ID = re.compile(r"[1-9][0-9]{0,9}")
 _MAX_INPUT_ID = 2**31 - 1
 
 
+_INPUT_OF = (
+    select(TaskInput.storage_key, TaskInput.slot, Task.model)
+    .join(Task, col(Task.id) == TaskInput.task_id)
+    .where(
+        col(TaskInput.id) == bindparam("ref"),
+        col(Task.owner_id) == bindparam("owner"),
+        col(Task.deleted_at).is_(None),
+    )
+)
+_RESULT_OF = (
+    select(Run.result_key, Run.poster_key)
+    .join(Task, col(Task.id) == Run.task_id)
+    .where(
+        col(Run.id) == bindparam("ref"),
+        col(Run.owner_id) == bindparam("owner"),
+        col(Run.status) == RunStatus.SUCCEEDED,
+        col(Task.deleted_at).is_(None),
+    )
+)
+
+
+@read_only
 def locate(db: Session, owner_id: str, kind: str, ref: str) -> Media:
-    """The stored file `ref` of this kind, if `owner_id` owns it and its task is not deleted."""
+    """The stored file `ref` of this kind, if `owner_id` owns it and its task is not deleted
+    (one statement, built once: a player sends a Range request for every seek)."""
     if kind == Kind.INPUT and _INPUT_ID.fullmatch(ref) and int(ref) <= _MAX_INPUT_ID:
-        row = db.exec(
-            select(TaskInput.storage_key, TaskInput.slot, Task.model)
-            .join(Task, col(Task.id) == TaskInput.task_id)
-            .where(
-                TaskInput.id == int(ref),
-                Task.owner_id == owner_id,
-                col(Task.deleted_at).is_(None),
-            )
-        ).first()
+        row = db.connection().execute(_INPUT_OF, {"ref": int(ref), "owner": owner_id}).first()
         end_read(db)
         if row is None:
             raise NotFound()
         key, slot, model = row
         return Media(key, content_type(key, _slot_kind(model, slot)))
     if kind in (Kind.RESULT, Kind.POSTER) and is_id(ref):
-        found = db.exec(
-            select(Run.result_key, Run.poster_key)
-            .join(Task, col(Task.id) == Run.task_id)
-            .where(
-                Run.id == ref,
-                Run.owner_id == owner_id,
-                Run.status == RunStatus.SUCCEEDED,
-                col(Task.deleted_at).is_(None),
-            )
-        ).first()
+        found = db.connection().execute(_RESULT_OF, {"ref": ref, "owner": owner_id}).first()
         end_read(db)
         key = (found[0] if kind == Kind.RESULT else found[1]) if found else None
         if not key:
             raise NotFound()
         return Media(key, content_type(key))
     raise NotFound()
+
+
+@read_only
+def locate_for_session(
+    db: Session, token: str | None, kind: str, ref: str
+) -> tuple[SessionUser | None, Media | None]:
+    """The session check and `locate` in one database call (one thread hop per Range request):
+    (None, None) without a live session, (user, None) when the user may not see it."""
+    user = sessions.validate(db, token)
+    if user is None:
+        return None, None
+    try:
+        return user, locate(db, user.user_id, kind, ref)
+    except NotFound:
+        return user, None
 
 
 def _slot_kind(model: str, slot: str) -> str:
