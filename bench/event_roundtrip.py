@@ -530,7 +530,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=200)
     ap.add_argument(
         "--subject",
-        choices=["dashboard", "tokens", "session"],
+        choices=sorted(SUBJECTS),
         default="dashboard",
         help="session: SessionState.require_login (the session check alone, one DB call)",
     )
