@@ -6,6 +6,7 @@ the generation simulator, local storage and the local analytics outbox.
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -50,6 +51,13 @@ class Settings(BaseSettings):
     redis_url: str | None = None
 
     admin_token: str | None = None
+    # More admin tokens, any of which authenticates (rotation without downtime: add the new one,
+    # move the callers, drop the old one): a comma-separated list, or a JSON list of strings.
+    # Blank entries are ignored; ADMIN_TOKEN counts as one more. See `admin_tokens_configured`.
+    admin_tokens: str | None = None
+    # Admin calls refused for a missing or wrong token are audit rows too, but at most this many
+    # per minute (per process, and across the cluster); past it they are in the log only. 0: log only.
+    admin_audit_refused_per_minute: int = Field(default=20, ge=0, le=10_000)
 
     resend_api_key: str | None = None
     resend_api_url: str | None = None  # tests point the real client at a local fake
@@ -88,6 +96,12 @@ class Settings(BaseSettings):
     worker_lease_seconds: float = Field(default=5.0, gt=0)
     # Log format: "json" (one object per line, for log shippers) or "text".
     log_format: str = Field(default="text", pattern="^(json|text)$")
+    # Prometheus metrics (GET /metrics, services/metrics.py): the folder under which the process
+    # that launches the workers makes this launch's own folder of per-worker counter files
+    # (PROMETHEUS_MULTIPROC_DIR, if set, is used as it is instead); how long the gauges read from
+    # the database are reused before a scrape reads them again.
+    metrics_dir: Path = VAR_DIR / "metrics"
+    metrics_cache_seconds: float = Field(default=5.0, ge=0)
     # The largest request body any /api/… route accepts: 413 above it, refused from the declared
     # Content-Length before reading, or while reading a body sent without one. Routes keep stricter
     # caps of their own (admin API 64 KiB, Stripe webhook 512 KiB). Uploads (Reflex's /_upload)
@@ -137,6 +151,24 @@ class Settings(BaseSettings):
     # Sign-ups / link requests allowed per IP per hour.
     signups_per_ip_per_hour: int = 20
     link_requests_per_ip_per_hour: int = 30
+
+    @field_validator("admin_tokens")
+    @classmethod
+    def _tokens_list(cls, v: str | None) -> str | None:
+        if v is not None and v.strip().startswith("["):
+            parsed = json.loads(v)  # a malformed JSON list fails at startup, not on a call
+            if not isinstance(parsed, list) or not all(isinstance(t, str) for t in parsed):
+                raise ValueError("ADMIN_TOKENS as JSON must be a list of strings")
+        return v
+
+    @property
+    def admin_tokens_configured(self) -> list[str]:
+        """Every admin token that authenticates: ADMIN_TOKEN and ADMIN_TOKENS, stripped, blank
+        ones dropped, each once. Empty: the admin API is disabled (503)."""
+        raw = (self.admin_tokens or "").strip()
+        listed = json.loads(raw) if raw.startswith("[") else raw.split(",")
+        tokens = [t.strip() for t in [self.admin_token or "", *listed]]
+        return list(dict.fromkeys(t for t in tokens if t))
 
     @field_validator("app_url", "landing_url")
     @classmethod

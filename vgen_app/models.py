@@ -455,6 +455,35 @@ class Run(SQLModel, table=True):
     updated_at: datetime = stamped()
 
 
+class AdminAudit(SQLModel, table=True):
+    """One admin API call (services/audit.py): when, which token (a fingerprint, never the token),
+    what (method, route, concrete path, action, target user, what was asked), before and after,
+    the outcome and the HTTP status. A change's row is written in the change's own transaction."""
+
+    __tablename__ = "admin_audit"
+    __table_args__ = (
+        Index("ix_admin_audit_user_id_id", "user_id", "id"),
+        Index("ix_admin_audit_action_id", "action", "id"),
+        Index("ix_admin_audit_outcome_created_at", "outcome", "created_at"),  # the refused cap
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: datetime = stamped()
+    # The first 8 hex digits of sha256(token) presented (None: no token was sent).
+    token: str | None = Field(default=None, max_length=16)
+    method: str = Field(max_length=8)
+    route: str = Field(max_length=200)  # the route template, e.g. /api/internal/users/{userID}
+    path: str = Field(max_length=500)  # the concrete path that was called
+    action: str = Field(max_length=32)
+    # The user the call is about (no foreign key: an unknown id asked for is recorded too).
+    user_id: str | None = Field(default=None, max_length=32)
+    request: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    before: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    after: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    outcome: str = Field(max_length=16)
+    status: int
+
+
 class Lease(SQLModel, table=True):
     """A named lease: the holder runs a cluster-wide job until it stops renewing it."""
 

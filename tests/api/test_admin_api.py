@@ -30,7 +30,7 @@ from vgen_app.api.internal import create_internal_api
 from vgen_app.config import reset_settings
 from vgen_app.db import with_db
 from vgen_app.models import LedgerEntry, User
-from vgen_app.services import accounts, ledger, sessions
+from vgen_app.services import accounts, audit, ledger, sessions
 
 TOKEN = "test-admin-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -43,7 +43,9 @@ OPERATIONS = [
     ("GET", "/users?email=ann@example.com", None),
     ("GET", f"/users/{UNKNOWN_ID}", None),
     ("GET", f"/users/{UNKNOWN_ID}/purchases", None),
+    ("GET", f"/users/{UNKNOWN_ID}/ledger", None),
     ("GET", "/shortfalls", None),
+    ("GET", "/audit", None),
 ]
 
 
@@ -195,12 +197,14 @@ def test_docs_and_schema_are_served_and_declare_the_bearer_scheme(client: TestCl
         "/user/{userID}",
         "/users/{userID}/export",
         "/users/{userID}/purchases",
+        "/users/{userID}/ledger",
         "/shortfalls",
+        "/audit",
     }
     assert schema["components"]["securitySchemes"]["AdminToken"] == {
         "type": "http",
         "scheme": "bearer",
-        "description": "The ADMIN_TOKEN of the server.",
+        "description": "The ADMIN_TOKEN of the server (or any of ADMIN_TOKENS).",
     }
     balance = schema["paths"]["/balance"]["put"]
     assert balance["security"] == [{"AdminToken": []}]
@@ -542,7 +546,7 @@ def test_purchases_and_shortfalls_for_the_operator(
     }
     assert (purchase["tokens_taken_back"], purchase["shortfall"]) == (1_000, 9_000)
     assert purchase["receipt_url"] == f"/checkout/test?session_id={row.id}"
-    assert "what=user_purchases" in caplog.text and "purchases=1" in caplog.text
+    assert "what=user_purchases" in caplog.text and "after.purchases=1" in caplog.text
     r = api.get("/shortfalls")
     assert r.status_code == 200 and r.json() == [purchase]
     assert api.get(f"/users/{UNKNOWN_ID}/purchases").status_code == 404
@@ -571,17 +575,21 @@ def test_every_call_is_logged(
     def has(*parts: str) -> bool:
         return any(all(p in line for p in parts) for line in lines)
 
-    assert has("who=admin", "what=change_balance", f"userID={uid}", "diff=100", "outcome=applied")
-    assert has("who=admin", "what=change_balance", "diff=-500", "outcome=rejected")
-    assert has("who=admin", "what=set_status", f"userID={uid}", "status=blocked", "outcome=ok")
-    assert has("what=set_status", f"userID={UNKNOWN_ID}", "outcome=not_found")
-    assert has("what=get_user", f"userID={uid}", "outcome=found")
-    assert has("what=find_by_email", f"found userID={uid}")
-    assert has("who=admin", "method=PUT", "path='/balance'", "status=200")
-    assert has("who=admin", "method=PUT", "path='/balance'", "status=409")
-    assert has("who=admin", "method=PUT", "path='/balance'", "status=422")
-    assert has("who=admin", "method=PUT", "path='/user'", "status=404")
-    assert has("who=anonymous", "path='/users/whatever'", "status=401", "reason=wrong_token")
+    who = f"who=token:{audit.fingerprint(TOKEN)}"
+    assert has(who, "what=change_balance", f"userID={uid}", "request.diff=100", "outcome=ok")
+    assert has(who, "before.balance=0", "after.balance=100", "status=200")
+    assert has(who, "what=change_balance", "request.diff=-500", "outcome=rejected", "status=409")
+    assert has(who, "what=set_status", f"userID={uid}", "request.status=blocked", "outcome=ok")
+    assert has("what=set_status", "before.status=activated", "after.status=blocked")
+    assert has("what=set_status", f"userID={UNKNOWN_ID}", "outcome=not_found", "status=404")
+    assert has("what=get_user", f"userID={uid}", "outcome=ok")
+    assert has("what=find_by_email", f"userID={uid}", "after.found=1")
+    assert has(who, "method=PUT", "path='/balance'", "status=200")
+    assert has(who, "method=PUT", "path='/balance'", "status=409")
+    assert has(who, "method=PUT", "path='/balance'", "status=422", "outcome=invalid")
+    assert has(who, "method=PUT", "path='/user'", "status=404")
+    wrong = f"who=token:{audit.fingerprint('nope')}"
+    assert has(wrong, "path='/users/whatever'", "status=401", "request.reason=wrong_token")
     assert not any("nope" in line for line in lines)  # a presented token is never logged
 
 

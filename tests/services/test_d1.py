@@ -2,7 +2,8 @@
 
 The dialect as it is, what stays non-atomic (plain ORM writes), and the app's D1 support: Alembic's
 `cloudflare_d1` impl (alembic/env.py), IntegrityError for constraint failures and `run_batch`
-(vgen_app/db.py), and the ledger, webhook and run operations as one all-or-nothing batch each.
+(vgen_app/db.py), and the ledger, webhook and run operations as one all-or-nothing batch each, as
+are the admin API's changes with their audit rows (issue O: balance, status, deletion).
 The services' own suites also run on D1 (`[d1]` in test_ledger, test_billing and test_runs).
 """
 
@@ -25,13 +26,21 @@ from sqlalchemy.sql import Executable
 from sqlmodel import Session, col, select
 
 from tests.fakes.fake_d1 import FakeD1
-from tests.helpers import make_user
+from tests.helpers import login_session, make_user
 from vgen_app import clock
 from vgen_app import db as dbmod
 from vgen_app.cli import migrate
 from vgen_app.config import reset_settings
-from vgen_app.models import AnalyticsOutbox, LedgerEntry, PaymentCredit, Run, TaskInput, User
-from vgen_app.services import billing, leases, ledger, runs, tasks
+from vgen_app.models import (
+    AdminAudit,
+    AnalyticsOutbox,
+    LedgerEntry,
+    PaymentCredit,
+    Run,
+    TaskInput,
+    User,
+)
+from vgen_app.services import accounts, admin, audit, billing, erasure, leases, ledger, runs, tasks
 
 # --- fixtures --------------------------------------------------------------------------------------
 
@@ -139,9 +148,9 @@ def test_alembic_migrations(fake: FakeD1) -> None:
     """env.py registers the `cloudflare_d1` impl; 0002's INTEGER -> BIGINT (a no-op on SQLite,
     which has no ALTER COLUMN) is skipped, so a fresh database migrates to head, and again."""
     migrate(fake.url())
-    assert one(fake, "SELECT version_num FROM alembic_version") == _head()
+    assert one(fake, "SELECT version_num FROM alembic_version") == _head() == "0008"
     names = {r[0] for r in fake.db.execute("SELECT name FROM sqlite_master")}
-    assert {"users", "ledger_entries", "payment_credits", "runs", "leases"} <= names
+    assert {"users", "ledger_entries", "payment_credits", "runs", "leases", "admin_audit"} <= names
     assert not [s for s in fake.log if "ALTER COLUMN" in s.upper()]
     assert "CHECK" in one(fake, "SELECT sql FROM sqlite_master WHERE name = 'users'")
     migrate(fake.url())  # at head: nothing to do
@@ -299,6 +308,83 @@ def test_ledger_change_is_all_or_nothing(d1_url: str, monkeypatch: pytest.Monkey
         assert [
             r for r in db.exec(select(AnalyticsOutbox)) if r.table_name == "balance_changes"
         ] == []
+
+
+def _admin_call(action: str, user_id: str) -> audit.Call:
+    call = audit.Call("PUT", f"/{action}", f"/{action}", action, token=audit.fingerprint("t"))
+    return call.about(user_id)
+
+
+def _audit_rows(db: Session) -> list[tuple[str, str, Any, Any]]:
+    rows = db.exec(select(AdminAudit).order_by(col(AdminAudit.id))).all()
+    return [(r.action, r.outcome, r.before, r.after) for r in rows]
+
+
+def test_admin_changes_and_their_audit_rows_are_one_batch_each(d1_url: str, fake: FakeD1) -> None:
+    """The admin audit (issue O) on D1: each change and its audit row are one `/query` batch, so
+    the row exists exactly when the change does, as in a transaction elsewhere."""
+    with dbmod.session_scope() as db:
+        uid = make_user(db, "ann@example.com")
+        login_session(db, "ann@example.com")
+        before = len(fake.requests)
+        change = admin.change_balance(db, uid, 40, _admin_call(audit.CHANGE_BALANCE, uid))
+        assert writes(fake, before) == ["query"]
+        before = len(fake.requests)
+        admin.change_balance(db, uid, -90, _admin_call(audit.CHANGE_BALANCE, uid))  # refused
+        assert writes(fake, before) == ["query"]
+        before = len(fake.requests)
+        blocked = admin.set_status(db, uid, "blocked", _admin_call(audit.SET_STATUS, uid))
+        assert writes(fake, before) == ["query"]
+        assert (blocked.previous_status, blocked.sessions_revoked) == ("activated", 1)
+        assert _audit_rows(db) == [
+            (
+                "change_balance",
+                "ok",
+                {"balance": 0},
+                {"balance": 40, "ledger_entry": change.entry_id},
+            ),
+            ("change_balance", "rejected", {"balance": 40}, {"balance": 40, "ledger_entry": 2}),
+            (
+                "set_status",
+                "ok",
+                {"status": "activated"},
+                {"status": "blocked", "sessions_revoked": 1},
+            ),
+        ]
+        page = audit.read(db, limit=2, user_id=uid)
+        assert [r.action for r in page.rows] == ["set_status", "change_balance"]
+        assert page.next_before_id == page.rows[-1].id
+        assert [e.diff for e in audit.ledger_page(db, uid).rows] == [-90, 40]
+    done = admin.delete_user(uid, _admin_call(audit.DELETE_USER, uid))
+    with dbmod.session_scope() as db:
+        (row,) = db.exec(select(AdminAudit).where(col(AdminAudit.action) == "delete_user")).all()
+        assert row.id == int(done.also_rows[0]["id"])
+        assert row.before is not None and row.before["sessions"] == 1
+        assert row.after is not None and row.after["files_failed"] == 0
+
+
+@pytest.mark.parametrize("change", ["balance", "status", "delete"])
+def test_an_admin_change_and_its_audit_row_are_all_or_nothing(
+    d1_url: str, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    with dbmod.session_scope() as db:
+        uid = make_user(db, "ann@example.com")
+    module = {"balance": ledger, "status": accounts, "delete": erasure}[change]
+    crash_at_end_of_batch(monkeypatch, module)
+    with pytest.raises(OperationalError, match="no_such_column"):
+        if change == "delete":
+            admin.delete_user(uid, _admin_call(audit.DELETE_USER, uid))
+        else:
+            with dbmod.session_scope() as db:
+                if change == "balance":
+                    admin.change_balance(db, uid, 40, _admin_call(audit.CHANGE_BALANCE, uid))
+                else:
+                    admin.set_status(db, uid, "blocked", _admin_call(audit.SET_STATUS, uid))
+    with dbmod.session_scope() as db:
+        user = db.get(User, uid)
+        assert user is not None
+        assert (user.balance, user.status, user.deleted_at) == (0, "activated", None)
+        assert _audit_rows(db) == [] and db.exec(select(LedgerEntry)).all() == []
 
 
 def paid(session_id: str, user_id: str) -> dict[str, Any]:

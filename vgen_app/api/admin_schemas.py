@@ -155,11 +155,60 @@ class DeletedOut(BaseModel):
     )
 
 
+class AuditEntryOut(BaseModel):
+    id: int
+    created_at: str = Field(description="ISO 8601, UTC")
+    token: str | None = Field(
+        description="The first 8 hex digits of the SHA-256 of the token sent (never the token); "
+        "null when none was sent."
+    )
+    method: str
+    route: str = Field(description="The route template, e.g. /api/internal/users/{userID}.")
+    path: str = Field(description="The path that was called.")
+    action: str
+    userID: str | None = Field(description="The user the call is about (may not exist).")
+    request: dict[str, Any] | None = Field(description="What was asked (never an address).")
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    outcome: str = Field(
+        description="ok, not_found, rejected, deleted, busy, invalid, too_large, refused, error"
+    )
+    status: int = Field(description="The HTTP status answered.")
+
+
+class AuditPageOut(BaseModel):
+    items: list[AuditEntryOut]
+    next_before_id: int | None = Field(
+        description="Pass as `before_id` for the next (older) page; null on the last page."
+    )
+
+
+class LedgerEntryOut(BaseModel):
+    id: int
+    created_at: str = Field(description="ISO 8601, UTC")
+    action: Literal["topup", "used", "refund", "manual", "clawback"]
+    diff: int
+    old_balance: int
+    new_balance: int = Field(description="The balance after (= old_balance when rejected).")
+    outcome: Literal["applied", "rejected"]
+    reference: str | None = Field(
+        description="A run id (used, refund), a checkout or refund id, or `admin`."
+    )
+    note: str | None
+
+
+class LedgerPageOut(BaseModel):
+    items: list[LedgerEntryOut]
+    next_before_id: int | None = Field(
+        description="Pass as `before_id` for the next (older) page; null on the last page."
+    )
+
+
 AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "Missing, malformed or wrong admin token."},
     503: {
         "model": ErrorOut,
-        "description": "ADMIN_TOKEN is not configured: every call is refused.",
+        "description": "No ADMIN_TOKEN (or ADMIN_TOKENS) configured: every call is refused.",
     },
 }
 NOT_FOUND: dict[int | str, dict[str, Any]] = {

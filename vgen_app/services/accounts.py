@@ -7,18 +7,21 @@ a transaction is open: on SQLite that would hold the write lock for the whole ha
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import update
+from sqlalchemy import ColumnElement, Executable, Integer, func, literal, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from vgen_app import clock
 from vgen_app.config import get_settings
-from vgen_app.db import end_read
-from vgen_app.models import LinkPurpose, User, UserStatus
-from vgen_app.services import emails, links, outbox, ratelimit, sessions
+from vgen_app.db import Batch, end_read, refresh_loaded, run_batch
+from vgen_app.models import LinkPurpose, User, UserSession, UserStatus, is_id
+from vgen_app.services import changes, emails, links, metrics, outbox, ratelimit, sessions
 from vgen_app.services.emails import Mail
 from vgen_app.services.errors import AccountError
 from vgen_app.services.security import burn_password_check, hash_password, verify_password
@@ -92,6 +95,7 @@ def user_by_email(db: Session, email: str) -> User | None:
 # --- sign-up and activation -------------------------------------------------------------------
 
 
+@metrics.counts_signups
 def signup(
     db: Session,
     email: str,
@@ -201,6 +205,7 @@ def activate(db: Session, token: str) -> Result:
 # --- login --------------------------------------------------------------------------------------
 
 
+@metrics.counts_logins
 def login(db: Session, email: str, password: str, client: ClientInfo | None = None) -> LoginResult:
     """Check the password and hand out a single-use login ticket for the session route."""
     client = client or ClientInfo()
@@ -342,22 +347,84 @@ class StatusChange:
     email: str
     previous_status: str
     status: str
+    sessions_revoked: int = 0
+    also_rows: list[dict[str, Any]] = field(default_factory=list)  # RETURNING rows of `also`
 
 
-def set_status(db: Session, user_id: str, status: str) -> StatusChange:
-    """Change a user's status. Blocking revokes every session at once."""
+@dataclass(frozen=True)
+class StatusSQL:
+    """What `set_status(also=…)` builds its statement from, as SQL valid right after the user row
+    was locked and before it changed: `found` (a condition on `users` that picks the user's row:
+    select FROM users WHERE found, one row or none), `previous` (its status, a `users` column) and
+    `revoking` (how many live sessions a block revokes; 0 otherwise)."""
+
+    found: ColumnElement[bool]
+    previous: ColumnElement[Any]
+    revoking: ColumnElement[Any]
+
+
+def set_status(
+    db: Session,
+    user_id: str,
+    status: str,
+    also: Callable[[StatusSQL], Executable] | None = None,
+) -> StatusChange:
+    """Change a user's status. Blocking revokes every session at once.
+
+    One batch (`db.run_batch`: one transaction on SQLite and PostgreSQL, one request on D1): lock
+    the user row and read it, `also(sql)` (the admin audit row, built from the row as it was:
+    `StatusSQL`), the status UPDATE and, when blocking, the sessions' revocation. Should `also`
+    fail, nothing changes."""
     try:
         new_status = UserStatus(status)
     except ValueError as exc:
         raise AccountError("bad_status", "status must be one of: new, activated, blocked") from exc
-    user = db.get(User, user_id, with_for_update=True)
-    if user is None:
+    if not is_id(user_id):
+        raise AccountError("not_found", "No such user.")
+    mine = col(User.id) == user_id
+    blocking = new_status == UserStatus.BLOCKED
+    live = [col(UserSession.user_id) == user_id, col(UserSession.revoked_at).is_(None)]
+    batch = Batch()
+    batch.add(
+        select(User.id, User.email, User.status).where(mine).with_for_update(key_share=True),
+        "user",
+    )
+    if also is not None:
+        revoking = (
+            select(func.count()).select_from(UserSession).where(*live).scalar_subquery()
+            if blocking
+            else literal(0, Integer())
+        )
+        previous = User.__table__.c.status  # type: ignore[attr-defined]
+        batch.add(also(StatusSQL(mine, previous, revoking)), "also")
+    batch.add(update(User).where(mine).values(status=new_status.value))
+    if blocking:
+        batch.add(
+            update(UserSession)
+            .where(*live)
+            .values(revoked_at=clock.now())
+            .returning(col(UserSession.id)),
+            "revoked",
+        )
+    try:
+        results = run_batch(db, batch.statements)
+    except Exception:
+        db.rollback()
+        raise
+    found = batch.rows(results, "user")
+    if not found:
         db.rollback()
         raise AccountError("not_found", "No such user.")
-    previous = user.status
-    user.status = new_status.value
-    db.add(user)
-    if new_status == UserStatus.BLOCKED:
-        sessions.revoke_all(db, user.id)
+    revoked = len(batch.rows(results, "revoked")) if blocking else 0
+    if blocking:
+        changes.touch(db, user_id)  # their open pages find the session gone at once
     db.commit()
-    return StatusChange(user.id, user.email, previous, new_status.value)
+    refresh_loaded(db, User, user_id)
+    return StatusChange(
+        user_id,
+        found[0]["email"],
+        UserStatus(found[0]["status"]).value,
+        new_status.value,
+        revoked,
+        also_rows=batch.rows(results, "also") if also is not None else [],
+    )

@@ -25,10 +25,12 @@ worker thread (`asyncio.to_thread`), never on the event loop.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Exists, delete, exists, null, update
+from sqlalchemy import ColumnElement, Executable, Exists, delete, exists, func, null, update
 from sqlmodel import Session, col, select
 
 from vgen_app import clock
@@ -93,6 +95,7 @@ class ErasedRows:
     links: int
     keys: list[str] = field(default_factory=list)
     task_ids: list[str] = field(default_factory=list)
+    also_rows: list[dict[str, Any]] = field(default_factory=list)  # RETURNING rows of `also`
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,7 @@ class Erasure:
     links: int
     files_removed: int
     files_failed: int  # could not be removed (logged as errors for the operator)
+    also_rows: list[dict[str, Any]] = field(default_factory=list)  # RETURNING rows of `also`
 
 
 # --- checks ---------------------------------------------------------------------------------------
@@ -142,10 +146,44 @@ def deleted_at(db: Session, user_id: str) -> datetime | None:
 # --- the rows -------------------------------------------------------------------------------------
 
 
-def erase_rows(db: Session, user_id: str, password_hash: str | None = None) -> ErasedRows:
+def removing(user_id: str) -> dict[str, Any]:
+    """SQL counts of what a deletion of the user removes, valid in its batch after the user row
+    changed and before anything else did (the admin audit row's `before`)."""
+    mine = select(Task.id).where(col(Task.owner_id) == user_id)
+
+    def count(*where: Any, what: Any = None) -> Any:
+        return select(func.count(what) if what is not None else func.count()).where(*where)
+
+    runs = col(Run.owner_id) == user_id
+    return {
+        "tasks": count(col(Task.owner_id) == user_id, col(Task.deleted_at).is_(None))
+        .select_from(Task)
+        .scalar_subquery(),
+        "sessions": count(col(UserSession.user_id) == user_id)
+        .select_from(UserSession)
+        .scalar_subquery(),
+        "links": count(col(OneTimeLink.user_id) == user_id)
+        .select_from(OneTimeLink)
+        .scalar_subquery(),
+        "inputs": count(col(TaskInput.task_id).in_(mine)).select_from(TaskInput).scalar_subquery(),
+        "results": count(runs, what=col(Run.result_key)).scalar_subquery(),
+        "posters": count(runs, what=col(Run.poster_key)).scalar_subquery(),
+    }
+
+
+def erase_rows(
+    db: Session,
+    user_id: str,
+    password_hash: str | None = None,
+    also: Callable[[ColumnElement[bool]], Executable] | None = None,
+) -> ErasedRows:
     """The database part of a deletion, all or nothing (one batch). With `password_hash` (the
     one the owner's password was checked against) it applies only if the hash is still that one:
     a password changed meanwhile refuses it. Commits; the caller then removes the files.
+
+    `also(erased)` builds one more statement of the batch, run right after the user row changed
+    (`erased`: SQL, true once it did; `removing` counts what is about to go): the admin audit
+    row. Its RETURNING rows come back in `also_rows`; should it fail, nothing is deleted.
 
     The user's live tasks are locked first, as `runs.start_run` does (task, then user: no
     deadlock), so a run started concurrently is either committed and seen as in flight here, or
@@ -177,6 +215,8 @@ def erase_rows(db: Session, user_id: str, password_hash: str | None = None) -> E
         .returning(col(User.id)),
         "user",
     )
+    if also is not None:
+        batch.add(also(erased), "also")
     batch.add(
         delete(TaskInput)
         .where(col(TaskInput.task_id).in_(select(Task.id).where(mine)), erased)
@@ -235,6 +275,7 @@ def erase_rows(db: Session, user_id: str, password_hash: str | None = None) -> E
         links=len(batch.rows(results, "links")),
         keys=keys,
         task_ids=[r["id"] for r in batch.rows(results, "tasks")],
+        also_rows=batch.rows(results, "also") if also is not None else [],
     )
 
 
@@ -294,6 +335,7 @@ def _erasure(rows: ErasedRows) -> Erasure:
         links=rows.links,
         files_removed=removed,
         files_failed=failed,
+        also_rows=rows.also_rows,
     )
 
 
@@ -311,8 +353,11 @@ def delete_account(user_id: str, password: str) -> Erasure:
     return _erasure(with_db(erase_rows, user_id, user.password_hash))
 
 
-def delete_user(user_id: str) -> Erasure:
+def delete_user(
+    user_id: str, also: Callable[[ColumnElement[bool]], Executable] | None = None
+) -> Erasure:
     """The operator deletes a user (admin API, CLI): the same deletion, no password. UserGone for
-    an unknown or already deleted user, AccountBusy while a run is in flight (blocking)."""
+    an unknown or already deleted user, AccountBusy while a run is in flight (blocking). `also`:
+    one more statement of the deletion's batch (see `erase_rows`), the admin API's audit row."""
     with_db(check_deletable, user_id)
-    return _erasure(with_db(erase_rows, user_id))
+    return _erasure(with_db(erase_rows, user_id, also=also))
