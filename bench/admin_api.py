@@ -226,6 +226,7 @@ def main() -> None:
             f"  no-op / bare: {noop['rps'] / floor['rps']:.3f}x (target >= 0.5: "
             f"{'HOLDS' if noop['rps'] / floor['rps'] >= 0.5 else 'MISSED'})"
         )
+        time.sleep(2)  # the last PUTs wrk sent finish before the ledgers are read
         for kind, (url, uid, _, proc) in subjects.items():
             put = summary(f"PUT /api/internal/balance on {kind}", results[kind])
             ratio = put["rps"] / floor["rps"]

@@ -284,3 +284,39 @@ def test_dashboard_event_is_one_database_call(db: Session, monkeypatch: pytest.M
 
     with pytest.raises(TypeError):  # a service that may write never rides on the read-only path
         asyncio.run(state.current_user_and(tasks.create_task, "lipsync"))
+
+
+def test_sqlite_admin_writes_queue_on_one_thread_instead_of_retrying_for_the_lock(
+    db: Session,
+) -> None:
+    """bench/admin_api.py: 50 concurrent PUTs retried for SQLite's write lock (busy handler
+    back-off, p99 2 s); `@one_writer` services run one at a time on one thread on SQLite."""
+    import threading
+    import time
+
+    from vgen_app.db import get_engine, one_writer, run_db
+    from vgen_app.services import admin, audit
+
+    assert getattr(admin.change_balance, "one_writer", False)
+    assert getattr(audit.record, "one_writer", False)
+    lock = threading.Lock()
+    inside, most, names = [0], [0], set()
+
+    @one_writer
+    def write(_db: Session) -> None:
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+            names.add(threading.current_thread().name.rsplit("_", 1)[0])
+        time.sleep(0.01)
+        with lock:
+            inside[0] -= 1
+
+    async def many() -> None:
+        await asyncio.gather(*(run_db(write) for _ in range(12)))
+
+    asyncio.run(many())
+    if get_engine().dialect.name == "sqlite":
+        assert most[0] == 1 and names == {"vgen-db-writer"}
+    else:  # PostgreSQL has row locks: its writers run side by side
+        assert most[0] > 1 and names == {"vgen-db"}

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, String, literal, update
 from sqlmodel import Session, col, select
 
-from vgen_app.db import with_db
+from vgen_app.db import one_writer, with_db
 from vgen_app.models import AdminAudit, LedgerAction, User, UserStatus, is_id
 from vgen_app.services import accounts, audit, erasure, ledger
 
@@ -101,6 +101,7 @@ def set_status(
     return change
 
 
+@one_writer
 def change_balance(
     db: Session, user_id: str, diff: int, call: audit.Call | None = None
 ) -> ledger.BalanceChange:

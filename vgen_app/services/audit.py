@@ -32,6 +32,7 @@ exactly once:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -45,6 +46,7 @@ from sqlalchemy import (
     Insert,
     Integer,
     String,
+    bindparam,
     case,
     exists,
     func,
@@ -54,8 +56,8 @@ from sqlalchemy import (
 from sqlmodel import Session, col, select
 
 from vgen_app import clock
-from vgen_app.db import end_read, json_pairs, read_only
-from vgen_app.models import AdminAudit, LedgerEntry, UTCDateTime, is_id
+from vgen_app.db import Bound, end_read, json_pairs, one_writer, read_only
+from vgen_app.models import AdminAudit, LedgerEntry, Outcome, UTCDateTime, is_id
 
 log = logging.getLogger("vgen.admin")
 
@@ -217,6 +219,7 @@ class Call:
         return " ".join(parts)
 
 
+@one_writer
 def record(db: Session, call: Call) -> int:
     """Write the call's row in a transaction of its own; its id."""
     try:
@@ -232,21 +235,54 @@ def record(db: Session, call: Call) -> int:
 # --- the balance row, in the ledger's batch --------------------------------------------------------
 
 
-def balance_row(call: Call, op_id: str, applied: ColumnElement[bool]) -> Insert:
+def balance_row(call: Call, op_id: str, applied: ColumnElement[bool] | None = None) -> Bound:
     """The audit row of a manual balance change, as one more statement of its ledger batch: read
     from the ledger row the batch wrote (found by `op_id`), so it exists exactly when that row
-    does and says what it says (`ok` 200 or `rejected` 409, the balance before and after)."""
-    mine = col(LedgerEntry.op_id) == op_id
+    does and says what it says (`ok` 200 or `rejected` 409, the balance before and after). The
+    statement is built once (`_balance_row`); this call's values are its bound parameters.
+    (`applied` is the ledger's own test, which the statement repeats in SQL.)"""
+    values = call.values()
+    params = {f"audit_{k}": values[k] for k in _BALANCE_ROW_GIVEN}
+    params["audit_op_id"] = op_id
+    return Bound(_balance_row(), params)
+
+
+_BALANCE_ROW_GIVEN = (
+    "created_at",
+    "token",
+    "method",
+    "route",
+    "path",
+    "action",
+    "user_id",
+    "request",
+)
+
+
+@functools.cache
+def _balance_row() -> Insert:
+    table = AdminAudit.__table__
+    mine = col(LedgerEntry.op_id) == bindparam("audit_op_id", type_=String())
+    applied = exists().where(mine, col(LedgerEntry.outcome) == Outcome.APPLIED)
 
     def entry(column: Any) -> Any:
         return select(column).where(mine).scalar_subquery()
 
-    return call.insert_where(
-        exists().where(mine),
-        before={"balance": entry(LedgerEntry.old_balance)},
-        after={"balance": entry(LedgerEntry.new_balance), "ledger_entry": entry(LedgerEntry.id)},
+    selected: dict[str, Any] = {
+        name: bindparam(f"audit_{name}", type_=table.c[name].type) for name in _BALANCE_ROW_GIVEN
+    }
+    selected.update(
+        before=json_pairs(balance=entry(LedgerEntry.old_balance)),
+        after=json_pairs(
+            balance=entry(LedgerEntry.new_balance), ledger_entry=entry(LedgerEntry.id)
+        ),
         outcome=case((applied, literal(OK, String())), else_=literal(REJECTED, String())),
         status=case((applied, literal(200, Integer())), else_=literal(409, Integer())),
+    )
+    return (
+        insert(AdminAudit)
+        .from_select(list(selected), select(*selected.values()).where(exists().where(mine)))
+        .returning(col(AdminAudit.id))
     )
 
 
