@@ -250,9 +250,103 @@ def browser() -> Iterator[object]:
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            yield browser
+            yield WatchedBrowser(browser)
         finally:
             browser.close()
+
+
+# --- Content-Security-Policy violations: none in any journey --------------------------------------
+
+# Every context any test makes (through `browser`, `new_context` or a helper) reports each
+# `securitypolicyviolation` of its pages to Python, and Chromium's console lines about a refused
+# load or an unparsable header are kept too (they survive a page that navigates away at once).
+CSP_PROBLEMS: list[str] = []
+_CSP_BINDING = "__vgenCspViolation"
+_CSP_WATCH = f"""
+document.addEventListener('securitypolicyviolation', (e) => {{
+  const report = window.{_CSP_BINDING};
+  if (typeof report === 'function') report({{
+    directive: e.violatedDirective, blocked: e.blockedURI, sample: e.sample,
+    source: `${{e.sourceFile}}:${{e.lineNumber}}`, page: document.location.href,
+  }});
+}}, true);
+"""
+_CONSOLE_PROBLEMS = (
+    "Refused to",
+    "Content Security Policy",
+    "Content-Security-Policy",
+    "Error with Permissions-Policy header",
+)
+
+
+def _report_violation(_source, v: dict) -> None:
+    CSP_PROBLEMS.append(
+        f"CSP violation: directive {v.get('directive')!r}, blocked {v.get('blocked')!r} "
+        f"(sample {v.get('sample')!r}) at {v.get('source')} on {v.get('page')}"
+    )
+
+
+def _console(message) -> None:
+    text = message.text
+    if any(marker in text for marker in _CONSOLE_PROBLEMS):
+        CSP_PROBLEMS.append(f"console {message.type}: {text} (at {message.location.get('url')})")
+
+
+def watch_csp(context):
+    """Record CSP violations of every page of this context (see CSP_PROBLEMS)."""
+    context.expose_binding(_CSP_BINDING, _report_violation)
+    context.add_init_script(_CSP_WATCH)
+    context.on("console", _console)
+    return context
+
+
+class WatchedBrowser:
+    """The session's Chromium: every context it makes watches for CSP violations."""
+
+    def __init__(self, browser) -> None:
+        self._browser = browser
+
+    def new_context(self, **options):
+        return watch_csp(self._browser.new_context(**options))
+
+    def new_page(self, **options):
+        context = self.new_context(**options)
+        page = context.new_page()
+        page.once("close", lambda _page: context.close())
+        return page
+
+    def __getattr__(self, name: str):
+        return getattr(self._browser, name)
+
+
+def take_csp_problems() -> list[str]:
+    """What was recorded so far (and forget it)."""
+    problems, CSP_PROBLEMS[:] = list(CSP_PROBLEMS), []
+    return problems
+
+
+@pytest.fixture(autouse=True)
+def no_csp_violations() -> Iterator[None]:
+    """After each browser test (its contexts closed): no page broke the Content-Security-Policy
+    (or sent a Permissions-Policy Chromium cannot parse). Not cleared before the test: what a
+    module or session fixture's pages did while being set up (before this one) counts here too."""
+    yield
+    problems = take_csp_problems()
+    assert not problems, "\n".join(problems)
+
+
+@pytest.fixture
+def csp_problems() -> list[str]:
+    """The list the watchers append to (this module's own, however a test module imports us)."""
+    return CSP_PROBLEMS
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """What pages did after the last test (a module fixture's teardown) fails the run too."""
+    problems = take_csp_problems()
+    if problems:
+        print("\nContent-Security-Policy problems after the last test:\n" + "\n".join(problems))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture

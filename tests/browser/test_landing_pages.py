@@ -2,7 +2,9 @@
 keyboard focus, and the utm_* parameters carried into the app's sign-up links (SPEC §6).
 
 The landing is built into a temporary folder and served by a plain `http.server` thread, as any
-static host would serve `landing/dist/`; the app is not started. Screenshots: test-artifacts/.
+static host would serve `landing/dist/`, with the headers of deploy/landing-nginx.conf (its CSP:
+the violation watcher of conftest.py fails a journey that breaks it; a real nginx with that file:
+tests/landing/test_landing_headers.py); the app is not started. Screenshots: test-artifacts/.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from landing.build import Site, build
+from tests.landing.landing_nginx import static_headers
 
 APP = "http://app.vgen.test"
 SITE = Site(
@@ -30,6 +33,15 @@ VIEWPORTS = {"phone": (390, 844), "desktop": (1280, 800)}
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves the build with the landing's own headers (deploy/landing-nginx.conf)."""
+
+    HEADERS = static_headers()
+
+    def end_headers(self):
+        for name, value in self.HEADERS.items():
+            self.send_header(name, value)
+        super().end_headers()
+
     def log_message(self, format, *args):
         pass
 
@@ -101,7 +113,12 @@ def test_each_page_renders_at_phone_and_desktop_width(page_at, shots, path: str,
     from playwright.sync_api import expect
 
     page = page_at(viewport)
-    page.goto(path, wait_until="load")
+    response = page.goto(path, wait_until="load")
+    # Under the landing's own CSP (and any violation of it fails the test: conftest.py).
+    assert (
+        response.headers["content-security-policy"]
+        == (_QuietHandler.HEADERS["content-security-policy"])
+    )
     page.evaluate("document.fonts.ready")
     width = VIEWPORTS[viewport][0]
 
