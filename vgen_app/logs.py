@@ -71,36 +71,49 @@ def configure_logging() -> None:
 access = logging.getLogger("vgen.access")
 
 
-def request_logger() -> Callable[..., Awaitable[Any]]:
-    """FastAPI middleware: one line per /api request (path without its query: it may hold tickets)."""
+class RequestLogger:
+    """Pure ASGI middleware: one line per /api and /_upload request (the path without its query:
+    it may hold tickets). The status is read off the `http.response.start` message as it passes;
+    the body goes through untouched (no per-chunk re-streaming, unlike a BaseHTTPMiddleware). The
+    user id is what the route's session check left in `request.state` (`scope["state"]`)."""
 
-    async def middleware(request: Any, call_next: Callable[[Any], Awaitable[Any]]) -> Any:
-        if not request.url.path.startswith(("/api/", "/_upload")):
-            return await call_next(request)  # static assets and pages: the proxy logs those
+    def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not path.startswith(("/api/", "/_upload")):
+            await self.app(scope, receive, send)  # static assets and pages: the proxy logs those
+            return
         start = time.perf_counter()
         status = 500
+
+        async def send_status(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
         try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
+            await self.app(scope, receive, send_status)
         finally:
             ms = round((time.perf_counter() - start) * 1000, 1)
-            user_id = getattr(request.state, "user_id", None)
+            state = scope.get("state") or {}
+            user_id = state.get("user_id") if isinstance(state, dict) else None
+            method = scope.get("method", "")
             access.info(
                 "%s %s %s %.1fms user=%s",
-                request.method,
-                request.url.path,
+                method,
+                path,
                 status,
                 ms,
                 user_id or "-",
                 extra={
                     "kind": "request",
-                    "method": request.method,
-                    "path": request.url.path,
+                    "method": method,
+                    "path": path,
                     "status": status,
                     "ms": ms,
                     "user_id": user_id,
                 },
             )
-
-    return middleware

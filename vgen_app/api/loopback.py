@@ -5,6 +5,7 @@ belong to one origin; opened under another name, the socket's handshake would be
 
 from __future__ import annotations
 
+import functools
 from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers
@@ -16,6 +17,7 @@ from vgen_app.config import get_settings
 LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
+@functools.lru_cache(maxsize=256)  # a pure function of two short strings, asked on every request
 def other_loopback_name(host_header: str, app_url: str) -> bool:
     """True when `host_header` names this machine differently from `app_url` (same port)."""
     app = urlsplit(app_url)
