@@ -234,7 +234,10 @@ def make_users(
 
     os.environ["BCRYPT_ROUNDS"] = str(rounds)
     reset_settings()
+    from vgen_app import clock
+
     models = [m.id for m in catalog.models()]
+    now = clock.now()
     out = []
     for i in range(n):
         email = f"{prefix}{i}@example.com"
@@ -254,6 +257,8 @@ def make_users(
                             price=10,
                             model=model,
                             inputs={},
+                            # its "finished" mail already sent: the worker has nothing to do
+                            finished_mail_at=now,
                         )
                     )
             db.commit()

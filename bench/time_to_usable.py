@@ -142,6 +142,7 @@ class BlankServer:
 
 def seed() -> tuple[str, str]:
     """The signed-in user: (cookie header, first task id)."""
+    from vgen_app import clock
     from vgen_app.db import session_scope
     from vgen_app.models import Run, RunStatus
     from vgen_app.services import ledger, tasks
@@ -156,7 +157,8 @@ def seed() -> tuple[str, str]:
             for a in range(1, 4):
                 db.add(
                     Run(task_id=task.id, owner_id=user_id, attempt=a, price=10,
-                        status=RunStatus.SUCCEEDED, model="lipsync", inputs={})
+                        status=RunStatus.SUCCEEDED, model="lipsync", inputs={},
+                        finished_mail_at=clock.now())
                 )  # fmt: skip
             db.commit()
     for i in range(30):
