@@ -35,25 +35,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import free_port
+from first_load_js import BLANK_RXCONFIG  # the same blank app's config
 from reflex_client import AppServer, session_cookie_for, use_app_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
 TARGET = 1.3
-
-BLANK_RXCONFIG = """import os
-os.environ.setdefault("REFLEX_USE_NPM", "1")
-os.environ.setdefault("REFLEX_CHECK_LATEST_VERSION", "0")
-os.environ.setdefault("NPM_CONFIG_REGISTRY", "https://registry.npmjs.org/")
-import reflex as rx
-
-config = rx.Config(
-    app_name="blankapp",
-    telemetry_enabled=False,
-    show_built_with_reflex=False,
-    disable_plugins=[rx.plugins.SitemapPlugin],
-)
-"""
 
 BLANK_APP = """import reflex as rx
 

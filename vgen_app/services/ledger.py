@@ -28,7 +28,6 @@ from sqlalchemy import (
     func,
     insert,
     literal,
-    true,
     update,
 )
 from sqlmodel import Session, col, select
@@ -178,88 +177,27 @@ class BalanceOp:
             batch.add(Bound(apply, params))
             batch.add(Bound(analytics, params))
             return
-        diff = (
-            self.diff if isinstance(self.diff, ColumnElement) else _value(self.diff, BigInteger())
-        )
-        fits = col(User.balance) + diff >= 0
-        guard = self.guard if self.guard is not None else true()
-        reference = (
-            self.reference
-            if isinstance(self.reference, ColumnElement)
-            else _value(self.reference, String())
-        )
-        # FOR NO KEY UPDATE: serializes the user's money operations without waiting on (or
-        # deadlocking with) the key-share locks that foreign-key checks of other rows take.
-        batch.add(
-            select(User.id).where(col(User.id) == self.user_id).with_for_update(key_share=True)
-        )
-        source = select(
-            _value(self.op_id, String()),
-            col(User.id),
-            col(User.email),
-            _value(self.action, EnumText(LedgerAction)),
-            diff,
-            col(User.balance),
-            case((fits, col(User.balance) + diff), else_=col(User.balance)),
-            case(
-                (fits, _value(Outcome.APPLIED, EnumText(Outcome))),
-                else_=_value(Outcome.REJECTED, EnumText(Outcome)),
+        statements = _statements(
+            user_id=_value(self.user_id, String()),
+            op_id=_value(self.op_id, String()),
+            action=_value(self.action, EnumText(LedgerAction)),
+            diff=self.diff if self.computed else _value(self.diff, BigInteger()),
+            reference=(
+                self.reference
+                if isinstance(self.reference, ColumnElement)
+                else _value(self.reference, String())
             ),
-            reference,
-            _value(self.note, String()),
-            _value(self.now, UTCDateTime()),
-        ).where(col(User.id) == self.user_id, guard)
-        columns = [
-            "op_id", "user_id", "email", "action", "diff", "old_balance", "new_balance",
-            "outcome", "reference", "note", "created_at",
-        ]  # fmt: skip
-        returned = [
-            col(LedgerEntry.id),
-            col(LedgerEntry.email),
-            col(LedgerEntry.old_balance),
-            col(LedgerEntry.new_balance),
-            col(LedgerEntry.outcome),
-        ]
-        if self.computed:
-            returned += [col(LedgerEntry.diff), col(LedgerEntry.reference)]
-        batch.add(insert(LedgerEntry).from_select(columns, source).returning(*returned), name)
-        if self.computed:  # exactly what the ledger row recorded
-            recorded = select(LedgerEntry.diff).where(self._mine()).scalar_subquery()
-            batch.add(
-                update(User)
-                .where(col(User.id) == self.user_id, self.applied())
-                .values(balance=col(User.balance) + recorded)
-            )
-        else:
-            batch.add(
-                update(User)
-                .where(col(User.id) == self.user_id, fits, self.applied())
-                .values(balance=col(User.balance) + diff)
-            )
-        e = LedgerEntry
-        row = json_pairs(
-            timestamp=_value(self.now.isoformat(), String()),
-            userid=col(e.user_id),
-            email=col(e.email),
-            action=col(e.action),
-            diff=col(e.diff),
-            old_balance=col(e.old_balance),
-            new_balance=col(e.new_balance),
-            outcome=col(e.outcome),
-            reference=col(e.reference),
-            ledger_entry_id=col(e.id),
+            note=_value(self.note, String()),
+            now=_value(self.now, UTCDateTime()),
+            now_iso=_value(self.now.isoformat(), String()),
+            guard=self.guard,
+            computed=self.computed,
         )
-        batch.add(
-            insert(AnalyticsOutbox).from_select(
-                ["table_name", "row", "created_at", "attempts"],
-                select(
-                    _value(outbox.BALANCE_CHANGES, String()),
-                    row,
-                    _value(self.now, UTCDateTime()),
-                    _value(0, BigInteger()),
-                ).where(self._mine()),
-            )
-        )
+        lock, entry, apply, analytics = statements
+        batch.add(lock)
+        batch.add(entry, name)
+        batch.add(apply)
+        batch.add(analytics)
 
     def change_of(self, db: Session, entry_rows: list[dict]) -> BalanceChange:
         """The change from its ledger INSERT's RETURNING rows (UnknownUser if none)."""
@@ -280,23 +218,33 @@ class BalanceOp:
         )
 
 
-@functools.cache
-def _plain() -> tuple[Executable, Executable, Executable, Executable]:
-    """`BalanceOp.add_to`'s four statements for a plain change, built once with named bound
-    parameters (op_user_id, op_op_id, op_action, op_diff, op_reference, op_note, op_now,
-    op_now_iso): the same SQL as the general path, without building it for every change."""
-    user_id = bindparam("op_user_id", type_=String())
-    op_id = bindparam("op_op_id", type_=String())
-    diff = bindparam("op_diff", type_=BigInteger())
+def _statements(
+    *,
+    user_id: ColumnElement,
+    op_id: ColumnElement,
+    action: ColumnElement,
+    diff: ColumnElement,
+    reference: ColumnElement,
+    note: ColumnElement,
+    now: ColumnElement,
+    now_iso: ColumnElement,
+    guard: ColumnElement[bool] | None = None,
+    computed: bool = False,
+) -> tuple[Executable, Executable, Executable, Executable]:
+    """`BalanceOp.add_to`'s four statements from SQL values: literals for one operation, or bound
+    parameters for the prebuilt plain ones (`_plain`). `computed`: `diff` is an expression of the
+    locked row; the balance UPDATE then applies exactly the diff the ledger row recorded."""
     mine = col(LedgerEntry.op_id) == op_id
     balance = col(User.balance)
     fits = balance + diff >= 0
+    # FOR NO KEY UPDATE: serializes the user's money operations without waiting on (or
+    # deadlocking with) the key-share locks that foreign-key checks of other rows take.
     lock = select(User.id).where(col(User.id) == user_id).with_for_update(key_share=True)
     source = select(
         op_id,
         col(User.id),
         col(User.email),
-        bindparam("op_action", type_=EnumText(LedgerAction)),
+        action,
         diff,
         balance,
         case((fits, balance + diff), else_=balance),
@@ -304,32 +252,39 @@ def _plain() -> tuple[Executable, Executable, Executable, Executable]:
             (fits, _value(Outcome.APPLIED, EnumText(Outcome))),
             else_=_value(Outcome.REJECTED, EnumText(Outcome)),
         ),
-        bindparam("op_reference", type_=String()),
-        bindparam("op_note", type_=String()),
-        bindparam("op_now", type_=UTCDateTime()),
-    ).where(col(User.id) == user_id)
+        reference,
+        note,
+        now,
+    ).where(col(User.id) == user_id, *([guard] if guard is not None else []))
     columns = [
         "op_id", "user_id", "email", "action", "diff", "old_balance", "new_balance",
         "outcome", "reference", "note", "created_at",
     ]  # fmt: skip
-    entry = (
-        insert(LedgerEntry)
-        .from_select(columns, source)
-        .returning(
-            col(LedgerEntry.id),
-            col(LedgerEntry.email),
-            col(LedgerEntry.old_balance),
-            col(LedgerEntry.new_balance),
-            col(LedgerEntry.outcome),
-        )
-    )
+    returned = [
+        col(LedgerEntry.id),
+        col(LedgerEntry.email),
+        col(LedgerEntry.old_balance),
+        col(LedgerEntry.new_balance),
+        col(LedgerEntry.outcome),
+    ]
+    if computed:
+        returned += [col(LedgerEntry.diff), col(LedgerEntry.reference)]
+    entry = insert(LedgerEntry).from_select(columns, source).returning(*returned)
     applied = exists().where(mine, col(LedgerEntry.outcome) == Outcome.APPLIED)
-    apply = (
-        update(User).where(col(User.id) == user_id, fits, applied).values(balance=balance + diff)
-    )
+    if computed:  # exactly what the ledger row recorded
+        recorded = select(LedgerEntry.diff).where(mine).scalar_subquery()
+        apply = (
+            update(User).where(col(User.id) == user_id, applied).values(balance=balance + recorded)
+        )
+    else:
+        apply = (
+            update(User)
+            .where(col(User.id) == user_id, fits, applied)
+            .values(balance=balance + diff)
+        )
     e = LedgerEntry
     row = json_pairs(
-        timestamp=bindparam("op_now_iso", type_=String()),
+        timestamp=now_iso,
         userid=col(e.user_id),
         email=col(e.email),
         action=col(e.action),
@@ -345,11 +300,28 @@ def _plain() -> tuple[Executable, Executable, Executable, Executable]:
         select(
             _value(outbox.BALANCE_CHANGES, String()),
             row,
-            bindparam("op_now", type_=UTCDateTime()),
+            now,
             _value(0, BigInteger()),
         ).where(mine),
     )
     return lock, entry, apply, analytics
+
+
+@functools.cache
+def _plain() -> tuple[Executable, Executable, Executable, Executable]:
+    """The four statements of a plain change (an integer diff, no guard), built once with named
+    bound parameters (op_user_id, op_op_id, op_action, op_diff, op_reference, op_note, op_now,
+    op_now_iso): the same SQL as any other change, without building it for every change."""
+    return _statements(
+        user_id=bindparam("op_user_id", type_=String()),
+        op_id=bindparam("op_op_id", type_=String()),
+        action=bindparam("op_action", type_=EnumText(LedgerAction)),
+        diff=bindparam("op_diff", type_=BigInteger()),
+        reference=bindparam("op_reference", type_=String()),
+        note=bindparam("op_note", type_=String()),
+        now=bindparam("op_now", type_=UTCDateTime()),
+        now_iso=bindparam("op_now_iso", type_=String()),
+    )
 
 
 def change_statements(
