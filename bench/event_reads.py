@@ -3,6 +3,8 @@ what each page's event runs in its database thread, measured with `time.thread_t
 --calls calls on a temp SQLite database (or --database postgresql), against `SELECT 1` in a
 session of its own (the floor: a thread's database call that does nothing).
 
+Each row as `run_db`'s thread runs it (`with_db`: `@raw_read` services on the raw DBAPI
+connection, vgen_app/db_raw.py) and, for comparison, through an ORM Session.
 Rows: the session check alone (`sessions.validate`); the dashboard's event (session check + a
 page of 20 tasks with runs); the task page's (session check + task view with 20 runs); the tokens
 page's (session check + history page + purchases + balance chart).
@@ -57,7 +59,7 @@ def main() -> None:
         from sqlalchemy import text
 
         from tests.helpers import login_session, make_user
-        from vgen_app.db import session_scope
+        from vgen_app.db import session_scope, with_db
         from vgen_app.models import Run, RunStatus, Task
         from vgen_app.services import ledger, sessions
         from vgen_app.services.tasks import list_tasks, task_view
@@ -94,33 +96,56 @@ def main() -> None:
             with session_scope() as db:
                 db.exec(text("SELECT 1")).one()  # type: ignore[call-overload]
 
+        # Each row twice: as run_db's thread runs it (with_db: the raw DBAPI path of @raw_read
+        # services, vgen_app/db_raw.py) and through an ORM Session (what it cost before).
         def check() -> None:
-            with session_scope() as db:
-                sessions.validate(db, token)
+            with_db(sessions.validate, token)
 
         def dashboard() -> None:
-            with session_scope() as db:
-                _check_then_read(db, token, list_tasks, 1, 20, "", "", "")
+            with_db(_check_then_read, token, list_tasks, 1, 20, "", "", "")
 
         def task_page() -> None:
-            with session_scope() as db:
-                _check_then_read(db, token, task_view, task_ids[0], 20)
+            with_db(_check_then_read, token, task_view, task_ids[0], 20)
 
         def tokens_page() -> None:
-            with session_scope() as db:
-                _check_then_read(db, token, tokens_view, 1, 20, True)
+            with_db(_check_then_read, token, tokens_view, 1, 20, True)
+
+        def in_session(fn: Callable[..., Any], *a: Any) -> Callable[[], None]:
+            def call() -> None:
+                with session_scope() as db:
+                    fn(db, *a)
+
+            return call
 
         base = per_call_us(floor, args.calls)
         print(f"{args.database}: CPU per call (thread time, median of 5 x {args.calls // 5})")
         print(f"  floor SELECT 1 in a session      {base:8.0f} us")
-        for name, fn in (
-            ("session check", check),
-            ("dashboard event reads", dashboard),
-            ("task page event reads", task_page),
-            ("tokens page event reads", tokens_page),
-        ):
+        rows = (
+            ("session check", check, in_session(sessions.validate, token)),
+            (
+                "dashboard event reads",
+                dashboard,
+                in_session(_check_then_read, token, list_tasks, 1, 20, "", "", ""),
+            ),
+            (
+                "task page event reads",
+                task_page,
+                in_session(_check_then_read, token, task_view, task_ids[0], 20),
+            ),
+            (
+                "tokens page event reads",
+                tokens_page,
+                in_session(_check_then_read, token, tokens_view, 1, 20, True),
+            ),
+        )
+        print(f"  {'':32} {'raw path':>11} {'ORM Session':>12}")
+        for name, fn, session_fn in rows:
             us = per_call_us(fn, args.calls)
-            print(f"  {name:32} {us:8.0f} us  ({us / base:.1f}x floor)")
+            us_session = per_call_us(session_fn, args.calls)
+            print(
+                f"  {name:32} {us:8.0f} us  {us_session:8.0f} us  ({us / base:.1f}x / "
+                f"{us_session / base:.1f}x floor)"
+            )
 
 
 if __name__ == "__main__":

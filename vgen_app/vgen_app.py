@@ -4,7 +4,7 @@ import reflex as rx
 
 from vgen_app.api.app import create_api
 from vgen_app.logs import configure_logging
-from vgen_app.ui import connection, routes, session
+from vgen_app.ui import connection, routes, session, state_store
 from vgen_app.ui.account import AccountEmailState, AccountState
 from vgen_app.ui.account_page import account_email_page, account_page
 from vgen_app.ui.auth import LoginState, ResetState, VerifyState
@@ -34,6 +34,7 @@ from vgen_app.ui.tokens import TokensState, tokens_page
 from vgen_app.worker import analytics_shipper, generation_worker, housekeeping
 
 configure_logging()
+state_store.install()  # before the app builds its state manager
 
 app = rx.App(
     api_transformer=create_api(),

@@ -286,24 +286,18 @@ def test_dashboard_event_is_one_database_call(db: Session, monkeypatch: pytest.M
         asyncio.run(state.current_user_and(tasks.create_task, "lipsync"))
 
 
-def test_sqlite_admin_writes_queue_on_one_thread_instead_of_retrying_for_the_lock(
-    db: Session,
-) -> None:
-    """bench/admin_api.py: 50 concurrent PUTs retried for SQLite's write lock (busy handler
-    back-off, p99 2 s); `@one_writer` services run one at a time on one thread on SQLite."""
+def _twelve_at_once(mark: Any = None) -> tuple[int, set[str]]:
+    """12 `run_db` calls of a 10 ms service (marked with `mark`) at once: the most that ran at
+    the same time, and the names of the threads they ran on."""
     import threading
     import time
 
-    from vgen_app.db import get_engine, one_writer, run_db
-    from vgen_app.services import admin, audit
+    from vgen_app.db import run_db
 
-    assert getattr(admin.change_balance, "one_writer", False)
-    assert getattr(audit.record, "one_writer", False)
     lock = threading.Lock()
     inside, most, names = [0], [0], set()
 
-    @one_writer
-    def write(_db: Session) -> None:
+    def service(_db: Session) -> None:
         with lock:
             inside[0] += 1
             most[0] = max(most[0], inside[0])
@@ -312,11 +306,43 @@ def test_sqlite_admin_writes_queue_on_one_thread_instead_of_retrying_for_the_loc
         with lock:
             inside[0] -= 1
 
+    fn = mark(service) if mark is not None else service
+
     async def many() -> None:
-        await asyncio.gather(*(run_db(write) for _ in range(12)))
+        await asyncio.gather(*(run_db(fn) for _ in range(12)))
 
     asyncio.run(many())
+    return most[0], names
+
+
+def test_sqlite_admin_writes_queue_on_one_thread_instead_of_retrying_for_the_lock(
+    db: Session,
+) -> None:
+    """bench/admin_api.py: 50 concurrent PUTs retried for SQLite's write lock (busy handler
+    back-off, p99 2 s); `@one_writer` services run one at a time on one thread on SQLite."""
+    from vgen_app.db import get_engine, one_writer
+    from vgen_app.services import admin, audit
+
+    assert getattr(admin.change_balance, "one_writer", False)
+    assert getattr(audit.record, "one_writer", False)
+    most, names = _twelve_at_once(one_writer)
     if get_engine().dialect.name == "sqlite":
-        assert most[0] == 1 and names == {"vgen-db-writer"}
+        assert most == 1 and names == {"vgen-db-writer"}
     else:  # PostgreSQL has row locks: its writers run side by side
-        assert most[0] > 1 and names == {"vgen-db"}
+        assert most > 1 and names == {"vgen-db"}
+
+
+def test_sqlite_reads_run_on_a_few_threads_of_their_own(db: Session) -> None:
+    """200 reads at once on 30 threads cost 2.3 ms of CPU each (sqlite3 lets go of the GIL
+    around every call: each extra thread adds hand-offs), 1.0 ms on 2. `@read_only` services run
+    on READ_THREADS_SQLITE threads on SQLite; the rest, and everything on PostgreSQL, on the
+    database pool."""
+    from vgen_app.db import READ_THREADS_SQLITE, get_engine, read_only
+
+    most, names = _twelve_at_once(read_only)
+    if get_engine().dialect.name == "sqlite":
+        assert most == READ_THREADS_SQLITE and names == {"vgen-db-read"}
+    else:
+        assert most > READ_THREADS_SQLITE and names == {"vgen-db"}
+    most, names = _twelve_at_once()  # a write: the database pool
+    assert most > READ_THREADS_SQLITE and names == {"vgen-db"}

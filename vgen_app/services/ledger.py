@@ -33,7 +33,7 @@ from sqlalchemy import (
 from sqlmodel import Session, col, select
 
 from vgen_app import clock
-from vgen_app.db import Batch, Bound, end_read, json_pairs, read_only, refresh_loaded, run_batch
+from vgen_app.db import Batch, Bound, end_read, json_pairs, raw_read, refresh_loaded, run_batch
 from vgen_app.models import (
     AnalyticsOutbox,
     EnumText,
@@ -424,7 +424,7 @@ _SERIES = (
 )
 
 
-@read_only
+@raw_read
 def history(db: Session, user_id: str, page: int = 1, per_page: int = 20) -> HistoryPage:
     """Applied changes, newest first, paginated, with the task and attempt of each run they
     name (one query for the whole page: no N+1). Statements built once, read as Core rows (each
@@ -449,7 +449,7 @@ def history(db: Session, user_id: str, page: int = 1, per_page: int = 20) -> His
     return HistoryPage(entries, page, pages, total, runs)  # type: ignore[arg-type]
 
 
-@read_only
+@raw_read
 def balance_series(db: Session, user_id: str, limit: int = 500) -> list[tuple[str, int]]:
     """(ISO time, balance) points of the latest applied changes, oldest first: the chart's line.
 

@@ -11,7 +11,7 @@ from sqlmodel import Session, col, select
 
 from vgen_app import clock
 from vgen_app.adapters.payments import TestCheckout
-from vgen_app.db import end_read, read_only
+from vgen_app.db import end_read, raw_read, read_only
 from vgen_app.models import CheckoutSession, CheckoutStatus, DisputeStatus, PurchaseStatus
 
 
@@ -84,7 +84,7 @@ _MINE = (
 )
 
 
-@read_only
+@raw_read
 def purchases(db: Session, user_id: str, limit: int = 20) -> list[Purchase]:
     """The user's purchases, newest first: every checkout they started but those left open (an
     open one younger than a day is listed: it may still be paid). One statement built once,

@@ -10,7 +10,7 @@ from sqlmodel import Session, col, select
 
 from vgen_app import clock
 from vgen_app.config import get_settings
-from vgen_app.db import end_read, read_only
+from vgen_app.db import end_read, raw_read
 from vgen_app.models import User, UserSession, UserStatus
 from vgen_app.services import changes
 from vgen_app.services.security import new_token, token_hash
@@ -81,7 +81,7 @@ _TOUCH = (
 )
 
 
-@read_only
+@raw_read
 def validate(db: Session, token: str | None) -> SessionUser | None:
     """The user behind a session token, or None (unknown, expired, revoked, or user not active)."""
     if not token or len(token) > 200:

@@ -16,7 +16,7 @@ from sqlmodel import Session, col, select
 from vgen_app import catalog, clock
 from vgen_app.adapters.media import MediaError, MediaInfo
 from vgen_app.catalog import ModelSpec, Slot
-from vgen_app.db import end_read, read_only
+from vgen_app.db import end_read, raw_read
 from vgen_app.models import Run, RunStatus, Task, TaskInput, is_id, new_id
 from vgen_app.services import changes
 from vgen_app.services.errors import NotFound, TaskError
@@ -248,7 +248,7 @@ def _list_statements(status: str, by_model: bool, by_search: bool) -> tuple[Sele
     return count, any_task, rows
 
 
-@read_only
+@raw_read
 def list_tasks(
     db: Session,
     owner_id: str,
@@ -333,7 +333,7 @@ _VIEW_RUNS = (
 _VIEW_RUN_COUNT = select(func.count()).select_from(Run).where(Run.task_id == bindparam("task_id"))
 
 
-@read_only
+@raw_read
 def task_view(db: Session, owner_id: str, task_id: str, runs_limit: int = 20) -> TaskView:
     """The task page's data for its owner (NotFound for anyone else): at most four bounded
     statements, built once, one thread hop for the caller — the page refreshes this every second

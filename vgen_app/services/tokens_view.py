@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from sqlmodel import Session
 
-from vgen_app.db import read_only
+from vgen_app.db import raw_read
 from vgen_app.services import ledger, purchases
 from vgen_app.services.ledger import HistoryPage
 from vgen_app.services.purchases import Purchase
@@ -20,7 +20,7 @@ class TokensView:
     series: list[tuple[str, int]] | None
 
 
-@read_only
+@raw_read
 def tokens_view(
     db: Session, user_id: str, page: int = 1, per_page: int = 20, with_chart: bool = True
 ) -> TokensView:

@@ -15,7 +15,7 @@ from reflex.istate.proxy import StateProxy
 from sqlmodel import Session
 
 from vgen_app.adapters.changes import get_feed
-from vgen_app.db import read_only, run_db
+from vgen_app.db import raw_read, run_db
 from vgen_app.services import clientinfo, sessions
 from vgen_app.services.accounts import ClientInfo
 from vgen_app.services.cookies import token_from_cookie_header
@@ -62,8 +62,8 @@ class _SessionGuard:
         """The session check and one read-only service for that user (`read(db, user_id, *args)`)
         in one database call: one thread hop and one session per event. The read runs only for a
         live session; without one the result is None."""
-        if not getattr(read, "read_only", False):
-            raise TypeError(f"{read.__name__} is not @read_only")
+        if not getattr(read, "raw_read", False):
+            raise TypeError(f"{read.__name__} is not @raw_read")
         token = token_from_cookie_header(self.router.headers.cookie)
         user, result = await run_db(_check_then_read, token, read, *args) if token else (None, None)
         self._set_user(user)
@@ -82,7 +82,7 @@ class _SessionGuard:
             self._user_id = user.user_id
 
 
-@read_only
+@raw_read
 def _check_then_read(db: Session, token: str, read: Callable[..., T], *args: Any) -> tuple:
     user = sessions.validate(db, token)
     return user, (read(db, user.user_id, *args) if user is not None else None)
