@@ -104,10 +104,12 @@ class DashboardState(TaskListMemory):
     def _choose(self, params: dict[str, str]) -> None:
         """The list's page, filters and search from URL parameters (anything unknown: the
         default)."""
-        self.tasks_page = _page_number(params.get("page", ""))
-        self.status_filter = _one_of(params.get("status", ""), {v for v, _ in STATUSES})
-        self.model_filter = _one_of(params.get("model", ""), {m.id for m in catalog.models()})
-        self.search_text = params.get("q", "")[:SEARCH_MAX]
+        self._put(
+            tasks_page=_page_number(params.get("page", "")),
+            status_filter=_one_of(params.get("status", ""), {v for v, _ in STATUSES}),
+            model_filter=_one_of(params.get("model", ""), {m.id for m in catalog.models()}),
+            search_text=params.get("q", "")[:SEARCH_MAX],
+        )
 
     def _query(self) -> str:
         """The URL query of what the list shows ("" for the first page, unfiltered)."""
@@ -124,7 +126,7 @@ class DashboardState(TaskListMemory):
         remember it for this tab; nothing if the address already says it. Only while the tab
         is still on My tasks."""
         query = self._query()
-        self._tasks_query, self._tasks_query_of = query, self._user_id
+        self._put(_tasks_query=query, _tasks_query_of=self._user_id)
         if query == self.router.url.query:
             return None
         url = routes.HOME + (f"?{query}" if query else "")
@@ -146,9 +148,13 @@ class DashboardState(TaskListMemory):
         )
         if user is None or page is None:
             return False
-        self.tasks_page, self.tasks_pages, self.tasks_total = page.page, page.pages, page.total
-        self.has_tasks = page.has_tasks
-        self.task_rows = [task_row(r) for r in page.rows]
+        self._put(
+            tasks_page=page.page,
+            tasks_pages=page.pages,
+            tasks_total=page.total,
+            has_tasks=page.has_tasks,
+        )
+        self.task_rows = [task_row(r) for r in page.rows]  # always sent: the list refreshed
         return True
 
     # --- events ------------------------------------------------------------------------------

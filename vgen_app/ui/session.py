@@ -75,11 +75,22 @@ class _SessionGuard:
 
     def _set_user(self: SessionState, user: SessionUser | None) -> None:
         if user is None:
-            self.user_email, self.balance, self.authenticated = "", 0, False
-            self._user_id = ""
+            self._put(user_email="", balance=0, authenticated=False, _user_id="")
         else:
-            self.user_email, self.balance, self.authenticated = user.email, user.balance, True
-            self._user_id = user.user_id
+            self._put(
+                user_email=user.email,
+                balance=user.balance,
+                authenticated=True,
+                _user_id=user.user_id,
+            )
+
+    def _put(self: Any, **values: Any) -> None:
+        """Set the vars whose value changed, only those: an unchanged var is no delta to send and
+        no state to write (the tab holds what the server holds; a reconnect rehydrates it in
+        full)."""
+        for name, value in values.items():
+            if getattr(self, name) != value:
+                setattr(self, name, value)
 
 
 @raw_read
