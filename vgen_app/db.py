@@ -23,7 +23,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from sqlmodel import Session, create_engine
 
 from vgen_app.config import get_settings
-from vgen_app.db_raw import RawReader
+from vgen_app.db_raw import RawReader, hold_connections
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -72,7 +72,8 @@ def make_engine(url: str) -> Engine:
             connect_args={"check_same_thread": False, "timeout": 30},
             pool_pre_ping=False,
             pool_size=10,
-            max_overflow=DB_THREADS - 10,
+            # every database thread at once, the writer, and the readers' kept connections
+            max_overflow=DB_THREADS - 10 + 1 + READ_THREADS_SQLITE,
         )
 
         @event.listens_for(engine, "connect")
@@ -203,7 +204,11 @@ def _reader_pool() -> ThreadPoolExecutor:
         if _readers is None or _readers[0] != os.getpid():
             _readers = (
                 os.getpid(),
-                ThreadPoolExecutor(READ_THREADS_SQLITE, thread_name_prefix="vgen-db-read"),
+                ThreadPoolExecutor(
+                    READ_THREADS_SQLITE,
+                    thread_name_prefix="vgen-db-read",
+                    initializer=hold_connections,  # each keeps its connection (db_raw.py)
+                ),
             )
         return _readers[1]
 

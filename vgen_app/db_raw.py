@@ -20,6 +20,7 @@ just as through the engine.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import namedtuple
 from collections.abc import Callable, Iterator, Sequence
@@ -38,6 +39,7 @@ class _Compiled:
     def __init__(self, statement: ClauseElement, dialect: Dialect) -> None:
         compiled = statement.compile(dialect=dialect)
         self.sql: str = compiled.string
+        self.writes = bool(compiled.isinsert or compiled.isupdate or compiled.isdelete)
         self.positional = bool(compiled.positional)
         by_name = {name: bind for bind, name in compiled.bind_names.items()}
         order = list(compiled.positiontup or by_name)
@@ -150,20 +152,55 @@ def compiled(statement: ClauseElement, dialect: Dialect) -> _Compiled:
 _keep: list[ClauseElement] = []
 
 
+# SQLite's reader threads (db.py's `vgen-db-read` pool) each keep one connection checked out of
+# the engine's pool for good: a checkout and return through the pool cost ~11 µs of Python in a
+# tight loop but ~180 µs in an event after the server sat idle for a moment (cold caches), more
+# than the reads themselves (BENCHMARKS.md, note 1). A local file cannot go stale; a connection
+# that failed is invalidated and the next read takes a new one.
+_held = threading.local()
+
+
+def hold_connections() -> None:
+    """Make this thread keep its raw connection between `RawReader`s (the SQLite reader pool's
+    initializer)."""
+    _held.on = True
+
+
 class RawReader:
     """A `Session` stand-in for `@raw_read` services: their statements on the pool's DBAPI
-    connection, in one read transaction (SQLite: a deferred `BEGIN`, so it never waits for
-    the write lock), ended by `commit()`; a statement after that starts the next one, which
-    the next `commit()` ends (`sessions.validate` ends its read, then touches the session)."""
+    connection.
+
+    On SQLite each read runs on its own (autocommit: a consistent snapshot per statement, never
+    waiting for the write lock, no `BEGIN`/`COMMIT` round of its own); a write (`validate`
+    touching the session) opens a `BEGIN IMMEDIATE` transaction that `commit()` ends. On
+    PostgreSQL the driver opens the transaction; a `commit()` with nothing written only marks
+    the read as ended: a next read goes on in it (one round trip fewer), a next write first
+    really ends it. `close()` rolls back whatever is still open."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._dialect = engine.dialect
         self._sqlite = engine.dialect.name == "sqlite"
-        self._raw = engine.raw_connection()
+        self._keep = self._sqlite and getattr(_held, "on", False)
+        self._raw = self._checkout()
         self._conn = self._raw.driver_connection
-        self._open = False
-        self._begin()
+        self._open = False  # a transaction is open
+        self._ended = False  # ... and commit() ended it with nothing written (PostgreSQL)
+        self._wrote = False  # ... and a statement in it wrote
+
+    def _checkout(self) -> Any:
+        if not self._keep:
+            return self._engine.raw_connection()
+        kept = getattr(_held, "conn", None)
+        if kept is not None and kept[0] is self._engine and kept[1].is_valid:
+            return kept[1]
+        if kept is not None:  # another engine's (tests switch databases), or invalidated
+            _held.conn = None
+            with contextlib.suppress(Exception):  # a dead connection of a disposed pool
+                kept[1].close()
+        raw = self._engine.raw_connection()
+        _held.conn = (self._engine, raw)
+        return raw
 
     # --- the Session surface the services use ---
     def connection(self) -> RawReader:
@@ -172,8 +209,15 @@ class RawReader:
     def execute(self, statement: ClauseElement, params: dict[str, Any] | None = None) -> Result:
         c = compiled(statement, self._dialect)
         sql, args = c.arguments(params or {})
-        if not self._open:
-            self._begin()
+        if c.writes:
+            if self._ended:  # the read is over: the write starts a transaction anew
+                self._end()
+            if self._sqlite and not self._open:
+                self._begin_write()
+            self._wrote = True
+        if not self._sqlite:
+            self._open = True  # psycopg has begun one
+        self._ended = False
         cursor = None
         try:
             cursor = self._conn.cursor()
@@ -194,27 +238,30 @@ class RawReader:
     def commit(self) -> None:
         if not self._open:
             return
-        self._open = False
-        try:
-            if self._sqlite:
-                if self._conn.in_transaction:
-                    self._conn.execute("COMMIT")
-            else:
-                self._conn.commit()
-        except self._dialect.loaded_dbapi.Error as e:
-            self._failed(e, "COMMIT", (), None)
+        if self._wrote:
+            self._end()
+        else:
+            self._ended = True
 
     def close(self) -> None:
-        if self._raw is None:
+        """End the reader: what is still open is rolled back (a read loses nothing by it; a
+        write its service did not commit must not land), the connection goes back to the pool,
+        or stays with this reader thread."""
+        raw = self._raw
+        if raw is None:
             return
         try:
-            if self._open and self._sqlite and self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
+            if self._sqlite and raw.is_valid and self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")  # a write left uncommitted, or failed
         except self._dialect.loaded_dbapi.Error:
-            self._raw.invalidate()
+            raw.invalidate()
         finally:
-            self._raw.close()  # back to the pool (which rolls back anything left open)
             self._raw = None
+            self._open = False
+            if not self._keep or not raw.is_valid:
+                if self._keep:
+                    _held.conn = None
+                raw.close()  # back to the pool (which rolls back anything left open)
 
     def __enter__(self) -> Self:
         return self
@@ -223,13 +270,24 @@ class RawReader:
         self.close()
 
     # --- internals ---
-    def _begin(self) -> None:
-        if self._sqlite:
-            try:
-                self._conn.execute("BEGIN")
-            except self._dialect.loaded_dbapi.Error as e:
-                self._failed(e, "BEGIN", (), None)
+    def _begin_write(self) -> None:
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")  # as the engine's writers: queue on the lock
+        except self._dialect.loaded_dbapi.Error as e:
+            self._failed(e, "BEGIN IMMEDIATE", (), None)
         self._open = True
+
+    def _end(self) -> None:
+        """Commit the open transaction."""
+        self._open = self._ended = self._wrote = False
+        try:
+            if self._sqlite:
+                if self._conn.in_transaction:
+                    self._conn.execute("COMMIT")
+            else:
+                self._conn.commit()
+        except self._dialect.loaded_dbapi.Error as e:
+            self._failed(e, "COMMIT", (), None)
 
     def _failed(self, e: Exception, sql: str, args: Any, cursor: Any) -> None:
         """Raise as SQLAlchemy would: its exception class for the DBAPI error; a dropped

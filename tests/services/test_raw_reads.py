@@ -4,10 +4,12 @@ through SQLAlchemy's engine, errors raised as SQLAlchemy's own."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from tests.helpers import login_session, make_user, statements
 from vgen_app import db_raw
@@ -103,3 +105,94 @@ def test_a_failed_read_keeps_nothing_open(database_url: str) -> None:
         reader.execute(text("SELECT no_such_column FROM users"), {})
     assert engine.pool.checkedout() == before
     assert with_db(sessions.validate, "anything") is None
+
+
+def _sqlite_only() -> None:
+    if get_engine().dialect.name != "sqlite":
+        pytest.skip("SQLite's reader threads and transactions")
+
+
+def test_a_reader_thread_keeps_its_connection_and_reads_without_a_transaction(db: Session) -> None:
+    """On the SQLite reader threads a raw read neither checks a connection out of the pool nor
+    opens a transaction (autocommit reads); the session touch still writes in a transaction of
+    its own, and lands."""
+    from datetime import timedelta
+
+    from vgen_app import clock
+    from vgen_app.models import UserSession
+
+    _sqlite_only()
+    _, token, _ = _seed(db)
+    (before,) = db.exec(select(UserSession.last_seen_at)).all()
+    engine = get_engine()
+    sql: list[str] = []
+    conns: list[int] = []
+
+    def on_reader_thread() -> None:
+        for _ in range(3):
+            with db_raw.RawReader(engine) as reader:
+                conns.append(id(reader._conn))
+                reader._conn.set_trace_callback(sql.append)
+                assert _check_then_read(reader, token, tasks.list_tasks, 1, 20, "", "", "")[0]
+                reader._conn.set_trace_callback(None)
+        assert engine.pool.checkedout() == out_before + 1  # kept by this thread, not handed back
+        clock.travel(sessions.TOUCH_EVERY + timedelta(seconds=1))
+        try:
+            with db_raw.RawReader(engine) as reader:
+                reader._conn.set_trace_callback(sql.append)
+                assert sessions.validate(reader, token) is not None
+                reader._conn.set_trace_callback(None)
+                assert not reader._conn.in_transaction
+        finally:
+            clock.reset()
+
+    db.close()
+    out_before = engine.pool.checkedout()  # other reader threads' kept connections
+    _on_a_reader_thread(on_reader_thread)
+    assert len(set(conns)) == 1
+    reads, touch = sql[:-3], sql[-3:]
+    assert all(s.lstrip().upper().startswith(("WITH", "SELECT")) for s in reads), reads
+    assert len(reads) == 3 * 2 + 1  # per event: the session check, the page with its count
+    assert touch[0] == "BEGIN IMMEDIATE" and touch[1].startswith("UPDATE") and touch[2] == "COMMIT"
+    with session_scope() as check:
+        (seen,) = check.exec(select(UserSession.last_seen_at)).all()
+    assert _aware(seen) - _aware(before) > sessions.TOUCH_EVERY  # the touch landed
+    assert getattr(db_raw._held, "conn", None) is None  # the test's own thread holds nothing
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _on_a_reader_thread(fn: object) -> None:
+    """`fn` on a thread made as db.py makes its SQLite readers (its exceptions raised here)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, initializer=db_raw.hold_connections) as pool:
+        pool.submit(fn).result()  # type: ignore[arg-type]
+
+
+def test_a_failed_read_on_a_reader_thread_leaves_its_connection_clean(db: Session) -> None:
+    _sqlite_only()
+    _, token, _ = _seed(db)
+    engine = get_engine()
+    answers: list[object] = []
+
+    def on_reader_thread() -> None:
+        with db_raw.RawReader(engine) as reader:
+            reader._conn.execute("BEGIN IMMEDIATE")  # as a write cut short would leave it
+            reader._open = True
+            reader._wrote = True
+        with pytest.raises(DBAPIError), db_raw.RawReader(engine) as reader:
+            reader.execute(text("SELECT no_such_column FROM users"), {})
+        with db_raw.RawReader(engine) as reader:
+            assert not reader._conn.in_transaction  # rolled back, not left to the next reader
+            answers.append(sessions.validate(reader, token))
+        reader_conn = db_raw._held.conn[1]
+        reader_conn.invalidate()  # a connection gone bad: the next reader takes a new one
+        with db_raw.RawReader(engine) as reader:
+            answers.append(reader._raw is not reader_conn)
+
+    db.close()
+    _on_a_reader_thread(on_reader_thread)
+    assert answers[0] is not None and answers[1] is True

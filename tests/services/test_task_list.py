@@ -211,11 +211,24 @@ def test_filtered_lists_stay_bounded_queries(db: Session, ann_tasks: str) -> Non
         add_run(db, done, RunStatus.SUCCEEDED, poster=True)
     with statements() as many:
         page = tasks.list_tasks(db, ann_tasks, status="succeeded", model="faceswap", search="o")
-    assert len(many) == len(few) == 2  # count, the page with its runs: not one per task nor run
+    assert len(many) == len(few) == 1  # the page with its runs and the count: not one per task
     assert page.rows[0].runs == 32 and page.rows[0].poster_run_id
+    assert page.total == 1
     with statements() as nothing:
         tasks.list_tasks(db, ann_tasks, status="failed", model="faceswap")
-    assert len(nothing) == 2  # the count, then whether there are tasks at all
+    assert len(nothing) == 2  # the (empty) page, then whether there are tasks at all
+
+
+def test_a_page_past_the_last_one_shows_the_last_one(db: Session, ann_tasks: str) -> None:
+    everything = tasks.list_tasks(db, ann_tasks, per_page=2)
+    assert everything.pages >= 2 and everything.total > 2
+    with statements() as seen:
+        page = tasks.list_tasks(db, ann_tasks, page=99, per_page=2)
+    assert len(seen) == 3  # the empty page, the count, the last page
+    assert (page.page, page.pages, page.total) == (everything.pages,) * 2 + (everything.total,)
+    assert len(page.rows) == everything.total - 2 * (everything.pages - 1)
+    last = tasks.list_tasks(db, ann_tasks, page=everything.pages, per_page=2)
+    assert [r.task.id for r in page.rows] == [r.task.id for r in last.rows]
 
 
 # --- the page: its query in the URL, remembered while the tab is elsewhere -------------------------

@@ -4,6 +4,7 @@ Setting and clearing it needs an HTTP response: that half is `vgen_app.api.cooki
 
 from __future__ import annotations
 
+import functools
 from http.cookies import SimpleCookie
 
 from vgen_app.config import get_settings
@@ -18,12 +19,19 @@ def token_from_cookie_header(cookie_header: str | None) -> str | None:
     """The session token from a raw `Cookie:` header (the websocket handshake keeps one)."""
     if not cookie_header:
         return None
+    return _token(cookie_header, cookie_name())
+
+
+@functools.lru_cache(maxsize=4096)
+def _token(cookie_header: str, name: str) -> str | None:
+    """Parsed once per header: a tab sends the same handshake header with every event (the
+    token is still checked against the database each time: the cache only skips the parse)."""
     jar = SimpleCookie()
     try:
         jar.load(cookie_header)
     except Exception:  # noqa: BLE001 - a malformed cookie header is simply no session
         return None
-    morsel = jar.get(cookie_name())
+    morsel = jar.get(name)
     return morsel.value if morsel else None
 
 

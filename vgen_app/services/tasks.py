@@ -181,7 +181,8 @@ def _list_statements(status: str, by_model: bool, by_search: bool) -> tuple[Sele
     bound parameters: owner, status, model, search, limit, offset): the count, whether the owner
     has any task, and the page — the page's tasks with, per task, its run count, its newest run's
     status and progress and the id of its newest succeeded run with a poster, in one statement
-    whose run part is bounded by the page (one grouped row per task, however many runs)."""
+    whose run part is bounded by the page (one grouped row per task, however many runs), and on
+    every row the count of all that match (an uncorrelated subquery: computed once)."""
     mine = [col(Task.owner_id) == bindparam("owner"), col(Task.deleted_at).is_(None)]
     filters: list[ColumnElement[bool]] = []
     if status:
@@ -229,6 +230,7 @@ def _list_statements(status: str, by_model: bool, by_search: bool) -> tuple[Sele
     newest, poster = aliased(Run, name="newest"), aliased(Run, name="poster")
     rows = (
         select(
+            count.scalar_subquery().label("total"),
             page.c.id,
             page.c.owner_id,
             page.c.name,
@@ -259,8 +261,9 @@ def list_tasks(
     search: str = "",
 ) -> TaskPage:
     """My tasks, newest first, with the status of each one's latest run and the id of its
-    newest succeeded run with a poster frame (two statements, three when nothing matches the
-    filters; no N+1, nothing that grows with the run count; Core rows, no ORM objects).
+    newest succeeded run with a poster frame (one statement, the page with the count; one more
+    past the last page, and one when nothing matches the filters; no N+1, nothing that grows
+    with the run count; Core rows, no ORM objects).
 
     Filters: `status` "" (any), "not_run" (no run yet), "in_flight" (the newest run is queued or
     processing) or a RunStatus value (the newest run's status); `model` a model id ("" any);
@@ -275,16 +278,25 @@ def list_tasks(
         params["search"] = f"%{escaped}%"
     count, any_task, rows = _list_statements(status, bool(model), bool(search))
     conn = db.connection()
-    total = int(conn.execute(count, params).scalar_one())
+    page = max(1, page)
+    params.update(limit=per_page, offset=(page - 1) * per_page)
+    found = conn.execute(rows, params).all()  # the page and the count in one statement
+    if found:
+        total = int(found[0].total)
+    elif page == 1:
+        total = 0
+    else:  # past the last page (tasks deleted meanwhile, or a typed URL): the last page
+        total = int(conn.execute(count, params).scalar_one())
+        page = max(1, -(-total // per_page))
+        if total:
+            params.update(offset=(page - 1) * per_page)
+            found = conn.execute(rows, params).all()
+            total = int(found[0].total) if found else 0
     has_tasks = total > 0
     if not has_tasks and (status or model or search):  # nothing matches: are there tasks at all?
         has_tasks = bool(conn.execute(any_task, params).scalar_one())
     pages = max(1, -(-total // per_page))
-    page = min(max(1, page), pages)
-    found = []
-    if total:
-        params.update(limit=per_page, offset=(page - 1) * per_page)
-        found = conn.execute(rows, params).all()
+    page = min(page, pages)
     end_read(db)
     return TaskPage(
         [
@@ -295,7 +307,9 @@ def list_tasks(
                 int(n or 0),
                 poster_id,
             )
-            for task_id, owner, name, model_id, created_at, n, last_status, progress, poster_id in found
+            for _, task_id, owner, name, model_id, created_at, n, last_status, progress, poster_id in (
+                found
+            )
         ],
         page,
         pages,
@@ -352,6 +366,18 @@ def task_view(db: Session, owner_id: str, task_id: str, runs_limit: int = 20) ->
         total = int(conn.execute(_VIEW_RUN_COUNT, ids).scalar_one())
     end_read(db)
     return TaskView(task, inputs, run_rows, total)  # type: ignore[arg-type]
+
+
+@raw_read
+def task_view_or_none(
+    db: Session, owner_id: str, task_id: str, runs_limit: int = 20
+) -> TaskView | None:
+    """`task_view`, or None when this owner has no such task (deleted, another user's, a typed
+    id): the task page's read beside the session check (`SessionState.current_user_and`)."""
+    try:
+        return task_view(db, owner_id, task_id, runs_limit)
+    except NotFound:
+        return None
 
 
 def run_in_flight(db: Session, task_id: str) -> bool:

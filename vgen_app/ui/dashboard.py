@@ -127,7 +127,7 @@ class DashboardState(TaskListMemory):
         is still on My tasks."""
         query = self._query()
         self._put(_tasks_query=query, _tasks_query_of=self._user_id)
-        if query == self.router.url.query:
+        if query == self.page_url().query:
             return None
         url = routes.HOME + (f"?{query}" if query else "")
         return rx.call_script(
@@ -162,7 +162,7 @@ class DashboardState(TaskListMemory):
     @rx.event
     async def on_load(self):
         """The list the URL asks for; without a query, the one this tab showed last."""
-        params = {k: v for k, v in self.router.url.query_parameters.items() if k in QUERY_KEYS}
+        params = {k: v for k, v in self.page_url().query_parameters.items() if k in QUERY_KEYS}
         remembered_of = self._tasks_query_of
         restored = not params and self._tasks_query != "" and remembered_of == self._user_id
         self._choose(dict(parse_qsl(self._tasks_query)) if restored else params)

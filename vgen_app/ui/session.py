@@ -46,9 +46,16 @@ class _SessionGuard:
         headers = dict(self.router.headers.raw_headers)
         return clientinfo.from_request(headers, self.router.session.client_ip or None)
 
+    def page_url(self: SessionState) -> Any:
+        """The tab's page address (`.path`, `.query`, `.query_parameters`), read from the
+        router's URL var: `self.router` assembles a whole RouterData on every access, a
+        measurable part of a busy event (BENCHMARKS.md, note 1)."""
+        return self.rx_router_url.href
+
     def session_token(self: SessionState) -> str | None:
-        """This tab's session token, from the HttpOnly cookie of its socket's handshake."""
-        return token_from_cookie_header(self.router.headers.cookie)
+        """This tab's session token, from the HttpOnly cookie of its socket's handshake (read
+        from the router's headers var: `self.router` assembles a whole RouterData per access)."""
+        return token_from_cookie_header(self.rx_router_headers.cookie)
 
     async def current_user(self: SessionState) -> SessionUser | None:
         token = self.session_token()
@@ -64,7 +71,7 @@ class _SessionGuard:
         live session; without one the result is None."""
         if not getattr(read, "raw_read", False):
             raise TypeError(f"{read.__name__} is not @raw_read")
-        token = token_from_cookie_header(self.router.headers.cookie)
+        token = self.session_token()
         user, result = await run_db(_check_then_read, token, read, *args) if token else (None, None)
         self._set_user(user)
         return user, result

@@ -153,7 +153,7 @@ class TaskState(SessionState):
     _watcher: str = ""
 
     def _path_task_id(self) -> str:
-        parts = [p for p in (self.router.url.path or "").split("/") if p]
+        parts = [p for p in (self.page_url().path or "").split("/") if p]
         return parts[1] if len(parts) >= 2 and parts[0] == "tasks" else ""
 
     def _reset_slots(self) -> None:
@@ -180,8 +180,8 @@ class TaskState(SessionState):
         self.run_rows = [run_row(r) for r in view.runs]
 
     @rx.event
-    @signed_in
     async def on_load(self):
+        """The session check and the task's read in one database call (one thread hop)."""
         task_id = self._path_task_id()
         if self.task_id:  # a page (re)load, or another task, shows the name, not a form
             self.renaming, self.rename_error = False, ""
@@ -193,11 +193,14 @@ class TaskState(SessionState):
             self.run_needs_topup = False
             self._reset_slots()
             self.run_rows = []
-        try:
-            await self._refresh(self._user_id)
-        except tasks.NotFound:
+        was_signed_in = self.authenticated
+        user, view = await self.current_user_and(tasks.task_view_or_none, self.task_id, RUNS_SHOWN)
+        if user is None:
+            return self._login_redirect(ended=was_signed_in)
+        if view is None:
             self.task_missing = True
             return _tab_title("Task not found")
+        self._show(view)
         return [_tab_title(self.task_name), *([TaskState.watch] if self.in_flight else [])]
 
     async def _on_change(self):

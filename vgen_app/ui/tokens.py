@@ -180,14 +180,16 @@ class TokensState(SessionState):
 
     @rx.event
     async def on_load(self):
-        self.buy_error, self.buying = "", ""
-        self.tokens_notice = (
-            "Payment canceled: nothing was charged."
-            if self.router.url.query_parameters.get("canceled")
-            else ""
+        params = self.page_url().query_parameters
+        self._put(
+            buy_error="",
+            buying="",
+            tokens_notice="Payment canceled: nothing was charged."
+            if params.get("canceled")
+            else "",
+            back=billing.return_path(params.get("back")) or "",
+            history_page=1,
         )
-        self.back = billing.return_path(self.router.url.query_parameters.get("back")) or ""
-        self.history_page = 1
         if not await self._load_for_session():
             return self._login_redirect()
         return None
