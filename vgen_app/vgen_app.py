@@ -1,5 +1,7 @@
 """The app: pages, the API sub-app, lifespan tasks — wiring only."""
 
+import sys
+
 import reflex as rx
 
 from vgen_app.api.app import create_api
@@ -35,6 +37,12 @@ from vgen_app.worker import analytics_shipper, generation_worker, housekeeping
 
 configure_logging()
 state_store.install()  # before the app builds its state manager
+# The database threads take the GIL again after every SQLite or psycopg call and hand each result
+# back to the event loop; with CPython's default 5 ms switch interval such a thread can wait up to
+# 5 ms for a busy loop to let go. At 1 ms all 200 tabs' dashboard refresh at once drains ~15 %
+# sooner (bench/event_roundtrip.py, BENCHMARKS.md note 1).
+GIL_SWITCH_S = 0.001
+sys.setswitchinterval(GIL_SWITCH_S)
 
 app = rx.App(
     api_transformer=create_api(),

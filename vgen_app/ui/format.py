@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import UTC, datetime
 
@@ -17,10 +18,13 @@ STATUS_COLOR = {
 }
 
 
+# A list refresh formats the same few timestamps again and again: each formatted once.
+@functools.lru_cache(maxsize=8192)
 def when(value: datetime) -> str:
     return value.strftime("%Y-%m-%d %H:%M")
 
 
+@functools.lru_cache(maxsize=8192)
 def iso(value: datetime) -> str:
     """UTC, ISO 8601 with the offset: what the browser turns into its local time."""
     return value.astimezone(UTC).isoformat(timespec="seconds")
