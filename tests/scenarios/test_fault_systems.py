@@ -320,7 +320,7 @@ def _flows(app: App, uid: str, email: str, task_ids: list[str], events: list, t:
         while not t.stop.is_set():
             began = time.monotonic()
             t.health.append((began, _http("GET", f"{base}/api/health")))
-            time.sleep(0.1)
+            time.sleep(0.05)
 
     def start_runs() -> None:
         for task_id in task_ids:
@@ -536,7 +536,8 @@ def test_postgres_restarted_and_stopped_under_runs_logins_and_webhooks(
 
     in_restart = refused(restart_at, restarted_at + 1)
     in_stop = refused(stop_at, started_at + 1)
-    assert in_restart["health"] > 0, traffic.health
+    # A restart is down for a moment only (fast shutdown, start): some flow must have met it.
+    assert sum(in_restart.values()) > 0, (in_restart, traffic.health)
     assert in_stop["webhook"] > 0 and in_stop["login"] > 0 and in_stop["health"] > 0, in_stop
     # Once PostgreSQL is back every request works: no app restart, no second failure.
     late = refused(started_at + 1.0, float("inf"))
