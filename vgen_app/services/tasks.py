@@ -287,8 +287,8 @@ def list_tasks(
         total = 0
     else:  # past the last page (tasks deleted meanwhile, or a typed URL): the last page
         total = int(conn.execute(count, params).scalar_one())
-        page = max(1, -(-total // per_page))
         if total:
+            page = -(-total // per_page)
             params.update(offset=(page - 1) * per_page)
             found = conn.execute(rows, params).all()
             total = int(found[0].total) if found else 0
