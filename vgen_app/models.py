@@ -83,8 +83,11 @@ def stamped() -> Any:
 
 
 def new_id() -> str:
-    """Short random ids (~72 bits): unguessable in URLs and the admin API."""
-    return secrets.token_urlsafe(9)
+    """Short random ids (~72 bits): unguessable in URLs and the admin API. Never starting with
+    "-", which a command line (`vgen user export <id>`) would take for an option."""
+    while (value := secrets.token_urlsafe(9)).startswith("-"):
+        pass
+    return value
 
 
 # What an id from outside (a URL, the admin API, an upload) may look like. Anything else is "not

@@ -286,3 +286,12 @@ def test_cli_user_export(db: Session, samples, tmp_path: Path, capsys, monkeypat
     assert main(["user", "export", ann.user_id, "-o", str(tmp_path / "gone.zip")]) == 1
     assert "deleted" in capsys.readouterr().err
     assert not (tmp_path / "gone.zip").exists()
+
+
+def test_new_ids_never_start_with_a_dash_so_the_cli_takes_them() -> None:
+    """`vgen user export <id>`: an id starting with "-" would be read as an option (1 in 64)."""
+    from vgen_app.models import is_id, new_id
+
+    ids = [new_id() for _ in range(5_000)]
+    assert all(is_id(i) and not i.startswith("-") for i in ids)
+    assert len(set(ids)) == len(ids)
