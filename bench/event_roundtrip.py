@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import random
 import resource
@@ -204,12 +205,25 @@ async def paced(clients, call, events: int, think: float, phase: Phase, pid: int
         await asyncio.gather(*(one(c) for c in clients))
 
 
+VERBOSE = False  # --verbose: one line per burst
+
+
+def client_gc() -> None:
+    """Collect this (client) process's garbage now, between timed phases (GC is off inside them)."""
+    if not gc.isenabled():
+        gc.collect()
+
+
 async def burst(clients, call, bursts: int, phase: Phase, pid: int) -> None:
     for _ in range(bursts):
-        with Meter(pid, phase):
+        one = Phase(phase.name)
+        with Meter(pid, one):
             res = await asyncio.gather(*(call(c) for c in clients), return_exceptions=True)
-        phase.lat += [r for r in res if isinstance(r, float)]
-        phase.errors += sum(1 for r in res if not isinstance(r, float))
+        one.lat = [r for r in res if isinstance(r, float)]
+        one.errors = sum(1 for r in res if not isinstance(r, float))
+        if VERBOSE:
+            print(f"    {time.strftime('%H:%M:%S')} burst {row(one)}")
+        phase.merge(one)
         await asyncio.sleep(0.3)
 
 
@@ -294,6 +308,10 @@ async def part_a(server: AppServer, pid: int, args, kinds: Kinds) -> dict:
     # warm-up: every tab once each way
     for k in ("floor", "subject"):
         await burst(clients, calls[k], 1, Phase("warm-up"), pid)
+    # The client's own garbage collection stays out of the timed phases: 200 tabs' mirrored
+    # states make a full collection of this process take tens of ms, which stalls every tab's
+    # receive loop at once and shows up as server latency (a burst with twice the client CPU).
+    gc.disable()
     out = {}
     for shape in ("paced", "burst"):
         phases = {k: Phase(f"{shape} {names[k]}") for k in calls}
@@ -307,8 +325,10 @@ async def part_a(server: AppServer, pid: int, args, kinds: Kinds) -> dict:
                     await burst(clients, calls[k], args.bursts, p, pid)
                 print(f"  round {r + 1} {row(p)}")
                 phases[k].merge(p)
+                client_gc()  # between phases, not inside one
                 await asyncio.sleep(0.5)
         out[shape] = phases
+    gc.enable()
     for c in clients:
         await c.close()
     print(f"\nA. summary ({args.clients} clients, {args.rounds} rounds; latencies in ms)")
@@ -564,6 +584,7 @@ def main() -> None:
     )
     ap.add_argument("--profile", type=int, default=0, help="py-spy seconds per workload")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (db, logs, profiles)")
+    ap.add_argument("--verbose", action="store_true", help="print each burst's figures")
     ap.add_argument(
         "--server-env",
         action="append",
@@ -584,6 +605,8 @@ def main() -> None:
     import logging
 
     logging.disable(logging.INFO)
+    global VERBOSE
+    VERBOSE = args.verbose
     if args.client_nice:
         os.nice(args.client_nice)
     tmp = Path(tempfile.mkdtemp(prefix="vgen-bench-events-"))

@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     # per minute (per process, and across the cluster); past it they are in the log only. 0: log only.
     admin_audit_refused_per_minute: int = Field(default=20, ge=0, le=10_000)
 
+    # A server worker's event loop and database threads share one CPU (vgen_app/cpu.py); off:
+    # the OS places every thread.
+    cpu_pin: bool = True
+
     resend_api_key: str | None = None
     resend_api_url: str | None = None  # tests point the real client at a local fake
     mail_from: str = "vgen <no-reply@vgen.local>"

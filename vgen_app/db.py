@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,11 +23,13 @@ from sqlalchemy.sql import Executable
 from sqlalchemy.sql.functions import FunctionElement
 from sqlmodel import Session, create_engine
 
+from vgen_app import cpu
 from vgen_app.config import get_settings
 from vgen_app.db_raw import RawReader, hold_connections
 
 P = ParamSpec("P")
 T = TypeVar("T")
+log = logging.getLogger("vgen.db")
 
 _engines: dict[str, Engine] = {}
 
@@ -190,11 +193,21 @@ def _db_pool() -> ThreadPoolExecutor:
     global _pool
     with _pool_lock:
         if _pool is None or _pool[0] != os.getpid():
-            _pool = (os.getpid(), ThreadPoolExecutor(DB_THREADS, thread_name_prefix="vgen-db"))
+            _pool = (
+                os.getpid(),
+                ThreadPoolExecutor(
+                    DB_THREADS, thread_name_prefix="vgen-db", initializer=cpu.join_loop_core
+                ),
+            )
         return _pool[1]
 
 
 _readers: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _reader_start() -> None:
+    cpu.join_loop_core()  # on the event loop's core (vgen_app/cpu.py)
+    hold_connections()  # each keeps its connection (db_raw.py)
 
 
 def _reader_pool() -> ThreadPoolExecutor:
@@ -207,7 +220,7 @@ def _reader_pool() -> ThreadPoolExecutor:
                 ThreadPoolExecutor(
                     READ_THREADS_SQLITE,
                     thread_name_prefix="vgen-db-read",
-                    initializer=hold_connections,  # each keeps its connection (db_raw.py)
+                    initializer=_reader_start,
                 ),
             )
         return _readers[1]
@@ -221,22 +234,43 @@ def _writer_pool() -> ThreadPoolExecutor:
     global _writer
     with _pool_lock:
         if _writer is None or _writer[0] != os.getpid():
-            _writer = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="vgen-db-writer"))
+            _writer = (
+                os.getpid(),
+                ThreadPoolExecutor(
+                    1, thread_name_prefix="vgen-db-writer", initializer=cpu.join_loop_core
+                ),
+            )
         return _writer[1]
 
 
-async def run_db(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run `fn(session, *args)` on a database thread: database work never blocks the event loop.
-    `@one_writer` services on SQLite: on the one writer thread, in order; `@read_only` ones on
-    the few reader threads."""
-    call = functools.partial(contextvars.copy_context().run, with_db, fn, *args, **kwargs)
-    pool = _db_pool()
+def _pool_for(fn: Callable[..., Any]) -> ThreadPoolExecutor:
+    """`@one_writer` services on SQLite: the one writer thread, in order; `@read_only` ones: the
+    few reader threads; anything else (and everything on PostgreSQL): the database threads."""
     if get_engine().dialect.name == "sqlite":
         if getattr(fn, "one_writer", False):
-            pool = _writer_pool()
-        elif getattr(fn, "read_only", False):
-            pool = _reader_pool()
-    return await asyncio.get_running_loop().run_in_executor(pool, call)
+            return _writer_pool()
+        if getattr(fn, "read_only", False):
+            return _reader_pool()
+    return _db_pool()
+
+
+async def run_db(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run `fn(session, *args)` on a database thread: database work never blocks the event loop."""
+    call = functools.partial(contextvars.copy_context().run, with_db, fn, *args, **kwargs)
+    return await asyncio.get_running_loop().run_in_executor(_pool_for(fn), call)
+
+
+def run_db_later(fn: Callable[..., T], *args: Any) -> Future[T]:
+    """Queue `fn(session, *args)` on the database threads and return at once, from any thread:
+    for work nobody waits for (the sessions' last-seen stamps). A failure is logged."""
+    future = _pool_for(fn).submit(contextvars.copy_context().run, with_db, fn, *args)
+    future.add_done_callback(_log_failure)
+    return future
+
+
+def _log_failure(future: Future[Any]) -> None:
+    if not future.cancelled() and (exc := future.exception()) is not None:
+        log.error("background database work failed: %r", exc, exc_info=exc)
 
 
 def end_read(session: Session) -> None:

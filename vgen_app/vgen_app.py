@@ -4,6 +4,7 @@ import sys
 
 import reflex as rx
 
+from vgen_app import cpu
 from vgen_app.api.app import create_api
 from vgen_app.logs import configure_logging
 from vgen_app.ui import connection, routes, session, state_store
@@ -82,6 +83,9 @@ def _tab_connected(client_token: str) -> bool:
 session.tab_connected = _tab_connected
 
 app.add_middleware(EventLogMiddleware())
+# First, on the loop thread as the worker starts (a plain function: called right there): the
+# loop and the database threads on one CPU (vgen_app/cpu.py).
+app.register_lifespan_task(cpu.pin_loop_thread)
 app.register_lifespan_task(housekeeping)
 app.register_lifespan_task(generation_worker)
 app.register_lifespan_task(analytics_shipper)

@@ -116,13 +116,18 @@ def shipping_round() -> shipping.ShipReport | None:
     from vgen_app.db import with_db
 
     sink = shipping.get_sink()
-    if sink is None or not with_db(
-        leases.acquire, SHIPPER_LEASE, holder(), get_settings().worker_lease_seconds
-    ):
+    if sink is None:
         return None
     total = shipping.ShipReport()
     batch = get_settings().analytics_batch_size
     while True:
+        # The lease is renewed before every batch, not only the first: a round that outlives it
+        # (a slow warehouse, a database restart) would otherwise ship side by side with the
+        # process that took it over, the same rows twice.
+        if not with_db(
+            leases.acquire, SHIPPER_LEASE, holder(), get_settings().worker_lease_seconds
+        ):
+            return total if total.batches else None
         report = with_db(shipping.ship_once, sink, batch)
         total.sent += report.sent
         total.rejected += report.rejected

@@ -68,6 +68,7 @@ class RunningApp:
     outbox: Path
     log: Path
     workdir: Path
+    pgid: int = 0  # the server's process group (`make run` and all it started)
 
     def log_tail(self, lines: int = 60) -> str:
         return _tail(self.log, lines)
@@ -191,7 +192,11 @@ def start_app(workdir: Path, port: int, env: dict[str, str]) -> tuple[subprocess
     )
     log_file.close()
     app = RunningApp(
-        url=env["APP_URL"], outbox=Path(env["MAIL_OUTBOX_DIR"]), log=log_path, workdir=workdir
+        url=env["APP_URL"],
+        outbox=Path(env["MAIL_OUTBOX_DIR"]),
+        log=log_path,
+        workdir=workdir,
+        pgid=proc.pid,
     )
     deadline = time.monotonic() + START_TIMEOUT_S
     while True:

@@ -119,4 +119,11 @@ class FakeBigQuery:
         return self._json({"kind": "bigquery#tableDataInsertAllResponse", "insertErrors": errors})
 
     def all_insert_ids(self) -> list[str]:
+        """Every row received, a resent one as often as it came."""
         return [i for rows in self.inserted.values() for i, _ in rows]
+
+    def stored_insert_ids(self) -> list[str]:
+        """The rows as BigQuery keeps them: a row resent with the same insertId is dropped
+        (its documented best-effort de-duplication, which the shipper relies on when the
+        database fails between BigQuery's answer and the row marked delivered)."""
+        return sorted({i for rows in self.inserted.values() for i, _ in rows})

@@ -578,8 +578,12 @@ def test_postgres_restarted_and_stopped_under_runs_logins_and_webhooks(
         results = [r.result_key for r in succeeded]
         run_ids = Counter(r.id for r in all_runs)
         counts = Counter(ok=len(succeeded), failed=len(failed), runs=len(all_runs))
-    shipped = bigquery.all_insert_ids()
-    assert sorted(shipped) == outbox_ids and len(set(shipped)) == len(shipped)
+    # Each row stored once, none lost. A row can reach BigQuery twice when the database stops
+    # between BigQuery's answer and the row marked delivered (at least once, same insertId:
+    # BigQuery drops the copy); that is counted, not refused.
+    shipped = bigquery.stored_insert_ids()
+    assert shipped == outbox_ids
+    resent = len(bigquery.all_insert_ids()) - len(shipped)
     for key in results:
         assert key and storage_mod.get_storage().exists(key)
     jobs = _job_records(sim_dir)
@@ -602,7 +606,8 @@ def test_postgres_restarted_and_stopped_under_runs_logins_and_webhooks(
         f" retention and analytics jobs renewed their leases after the outage. Lost: 0 —"
         f" {counts['ok']} runs ok + {counts['failed']} simulated failures refunded once, 0 stuck;"
         f" {CHECKOUTS} payments credited once (replays {CHECKOUTS} duplicates); balance"
-        f" {balance:,} = ledger sum; {len(shipped)} analytics rows shipped once each; all final"
+        f" {balance:,} = ledger sum; {len(shipped)} analytics rows stored once each ({resent} resent copies"
+        f" dropped by insertId); all final"
         f" {runs_done_s:.1f} s after traffic stopped, shipped {shipped_s:.1f} s; {total_s:.0f} s"
     )
 

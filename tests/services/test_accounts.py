@@ -463,6 +463,7 @@ def test_session_validate_touch_and_expiry(db: Session) -> None:
     first_seen = row.last_seen_at
     clock.travel(timedelta(minutes=5))
     assert sessions.validate(db, token).email == "ann@example.com"
+    sessions.seen_written()
     db.expire_all()
     assert db.exec(select(UserSession)).one().last_seen_at > first_seen
     clock.travel(timedelta(days=30))

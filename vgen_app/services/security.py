@@ -15,6 +15,7 @@ from typing import TypeVar
 
 import bcrypt
 
+from vgen_app import cpu
 from vgen_app.config import get_settings
 
 
@@ -39,7 +40,9 @@ def bcrypt_threads() -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
 
-def _lower_priority() -> None:
+def _bcrypt_thread_start() -> None:
+    """Every CPU (not the event loop's alone: vgen_app/cpu.py), at a lower priority."""
+    cpu.unpin()
     try:  # Linux: the priority of this thread only
         os.setpriority(os.PRIO_PROCESS, 0, BCRYPT_NICE)
     except (AttributeError, OSError):
@@ -52,7 +55,7 @@ def _on_bcrypt_thread(fn: Callable[..., T], *args: object) -> T:
     with _bcrypt_lock:
         if _bcrypt_pool is None or _bcrypt_pool[0] != os.getpid():
             pool = ThreadPoolExecutor(
-                bcrypt_threads(), thread_name_prefix="vgen-bcrypt", initializer=_lower_priority
+                bcrypt_threads(), thread_name_prefix="vgen-bcrypt", initializer=_bcrypt_thread_start
             )
             _bcrypt_pool = (os.getpid(), pool)
         pool = _bcrypt_pool[1]

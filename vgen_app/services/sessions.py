@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import Future
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, update
 from sqlmodel import Session, col, select
 
 from vgen_app import clock
 from vgen_app.config import get_settings
-from vgen_app.db import end_read, raw_read
+from vgen_app.db import end_read, one_writer, raw_read, run_db_later
 from vgen_app.models import User, UserSession, UserStatus
 from vgen_app.services import changes
 from vgen_app.services.security import new_token, token_hash
@@ -76,9 +78,19 @@ _CHECK = (
 )
 _TOUCH = (
     update(UserSession)
-    .where(col(UserSession.id) == bindparam("session_id"))
+    .where(col(UserSession.id).in_(bindparam("session_ids", expanding=True)))
     .values(last_seen_at=bindparam("now"))
 )
+_TOUCH_CHUNK = 500
+
+# Last-seen stamps (the account page's "last active") are written off the read path: the check
+# notes that a session was seen, and one background write stamps every session noted meanwhile.
+# A check is then a read and nothing else, whatever the minute; 200 tabs whose minute is up at
+# once cost one UPDATE, not 200 write transactions inside their events (BENCHMARKS.md, note 1).
+# A stamp not yet written when the process ends is lost: it is a "last seen", nothing depends on it.
+_seen_lock = threading.Lock()
+_seen: dict[str, datetime] = {}  # session id -> when it was seen
+_seen_write: Future[int] | None = None  # the background write, while one is queued or running
 
 
 @raw_read
@@ -88,16 +100,56 @@ def validate(db: Session, token: str | None) -> SessionUser | None:
         return None
     now = clock.now()
     row = db.connection().execute(_CHECK, {"token_hash": token_hash(token), "now": now}).first()
-    end_read(db)  # the read ends first: a write then takes the lock in a transaction of its own
+    end_read(db)
     if row is None:
         return None
     session_id, last_seen_at, user_id, email, balance, status = row
     if status != UserStatus.ACTIVATED:
         return None
     if now - last_seen_at > TOUCH_EVERY:
-        db.connection().execute(_TOUCH, {"session_id": session_id, "now": now})
-        db.commit()
+        _saw(session_id, now)
     return SessionUser(user_id, email, balance, str(status))
+
+
+def _saw(session_id: str, now: datetime) -> None:
+    global _seen_write
+    with _seen_lock:
+        _seen[session_id] = now
+        if _seen_write is None:
+            _seen_write = run_db_later(write_seen)
+
+
+@one_writer
+def write_seen(db: Session) -> int:
+    """Stamp every session seen since the last write (the latest moment for all: they were
+    seen within milliseconds of each other); until none is left. Returns how many."""
+    global _seen_write
+    stamped = 0
+    try:
+        while True:
+            with _seen_lock:
+                batch = dict(_seen)
+                _seen.clear()
+                if not batch:
+                    _seen_write = None
+                    return stamped
+            now = max(batch.values())
+            ids = sorted(batch)
+            for i in range(0, len(ids), _TOUCH_CHUNK):
+                chunk = ids[i : i + _TOUCH_CHUNK]
+                db.connection().execute(_TOUCH, {"session_ids": chunk, "now": now})
+            db.commit()
+            stamped += len(ids)
+    except BaseException:
+        with _seen_lock:  # the next check that notes a session queues a new write
+            _seen_write = None
+        raise
+
+
+def seen_written(timeout: float = 10.0) -> None:
+    """Wait until the last-seen stamps noted so far are written (tests, shutdown)."""
+    while (pending := _seen_write) is not None:
+        pending.result(timeout=timeout)  # raises what the write raised
 
 
 def revoke(db: Session, token: str | None) -> bool:
