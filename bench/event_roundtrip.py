@@ -208,12 +208,6 @@ async def paced(clients, call, events: int, think: float, phase: Phase, pid: int
 VERBOSE = False  # --verbose: one line per burst
 
 
-def client_gc() -> None:
-    """Collect this (client) process's garbage now, between timed phases (GC is off inside them)."""
-    if not gc.isenabled():
-        gc.collect()
-
-
 async def burst(clients, call, bursts: int, phase: Phase, pid: int) -> None:
     for _ in range(bursts):
         one = Phase(phase.name)
@@ -325,7 +319,7 @@ async def part_a(server: AppServer, pid: int, args, kinds: Kinds) -> dict:
                     await burst(clients, calls[k], args.bursts, p, pid)
                 print(f"  round {r + 1} {row(p)}")
                 phases[k].merge(p)
-                client_gc()  # between phases, not inside one
+                gc.collect()  # between timed phases, not inside one (GC is off)
                 await asyncio.sleep(0.5)
         out[shape] = phases
     gc.enable()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -91,6 +92,7 @@ _TOUCH_CHUNK = 500
 _seen_lock = threading.Lock()
 _seen: dict[str, datetime] = {}  # session id -> when it was seen
 _seen_write: Future[int] | None = None  # the background write, while one is queued or running
+_seen_pid = 0  # the process they belong to (a forked worker starts with none of its parent's)
 
 
 @raw_read
@@ -112,8 +114,11 @@ def validate(db: Session, token: str | None) -> SessionUser | None:
 
 
 def _saw(session_id: str, now: datetime) -> None:
-    global _seen_write
+    global _seen_write, _seen_pid
     with _seen_lock:
+        if _seen_pid != os.getpid():  # a parent's queued write runs in the parent only
+            _seen.clear()
+            _seen_write, _seen_pid = None, os.getpid()
         _seen[session_id] = now
         if _seen_write is None:
             _seen_write = run_db_later(write_seen)
@@ -147,7 +152,7 @@ def write_seen(db: Session) -> int:
 
 
 def seen_written(timeout: float = 10.0) -> None:
-    """Wait until the last-seen stamps noted so far are written (tests, shutdown)."""
+    """Wait until the last-seen stamps noted so far are written (tests)."""
     while (pending := _seen_write) is not None:
         pending.result(timeout=timeout)  # raises what the write raised
 
