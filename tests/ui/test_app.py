@@ -16,8 +16,9 @@ from sqlmodel import select
 from starlette.testclient import TestClient
 
 from tests.helpers import TOKEN_RE, login_session, make_user, token_of, ui_state
+from vgen_app.api.errors import RETRY_AFTER_S
 from vgen_app.config import reset_settings
-from vgen_app.db import session_scope, with_db
+from vgen_app.db import UNAVAILABLE, session_scope, with_db
 from vgen_app.models import AnalyticsOutbox, User
 from vgen_app.services import accounts, passwords, sessions
 
@@ -82,6 +83,31 @@ def test_ticket_sets_httponly_session_cookie_and_redirects(client: TestClient) -
     again = client.get(f"/api/auth/session?ticket={ticket}", follow_redirects=False)
     assert again.headers["location"] == f"{ORIGIN}/login?expired=1"
     assert "set-cookie" not in again.headers
+
+
+def test_ticket_met_by_a_database_outage_gets_a_page_that_retries_and_still_logs_in(
+    client: TestClient, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ticket = _ticket()
+    url = f"/api/auth/session?ticket={ticket}&next=%2Ftokens"
+    monkeypatch.setenv("DATABASE_URL", "postgresql://postgres@127.0.0.1:1/vgen")  # nobody there
+    reset_settings()
+    away = client.get(url, follow_redirects=False)
+    # A page a person can read (not JSON, not a 500), which loads the same address again.
+    assert away.status_code == 503 and away.headers["content-type"].startswith("text/html")
+    assert away.headers["retry-after"] == str(RETRY_AFTER_S)
+    assert f'http-equiv="refresh" content="{RETRY_AFTER_S}"' in away.text
+    assert UNAVAILABLE in away.text and "set-cookie" not in away.headers
+    assert away.headers["cache-control"] == "no-store"
+    assert away.headers["referrer-policy"] == "no-referrer"  # the address holds the ticket
+    # The database back: the same address (the page's reload) logs in with the same ticket.
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    reset_settings()
+    back = client.get(url, follow_redirects=False)
+    assert back.status_code == 303 and back.headers["location"] == f"{ORIGIN}/tokens"
+    assert with_db(sessions.validate, _set_cookie(back)["vgen_session"].value).email == (
+        "ann@example.com"
+    )
 
 
 @pytest.mark.parametrize("target", ["//evil.example/x", "https://evil.example", "\\\\evil"])

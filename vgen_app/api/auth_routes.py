@@ -2,18 +2,36 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from starlette.responses import Response
 
 from vgen_app.api.cookies import clear_session_cookie, set_session_cookie
 from vgen_app.api.deps import SessionToken
+from vgen_app.api.errors import RETRY_AFTER_S
 from vgen_app.config import get_settings
-from vgen_app.db import run_db
+from vgen_app.db import UNAVAILABLE, UNAVAILABLE_ERRORS, run_db
 from vgen_app.services import accounts, clientinfo, sessions
 from vgen_app.services.cookies import safe_next
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
+log = logging.getLogger("vgen.api")
+
+# The redemption is a browser navigation, not an API call: with the database away it answers a page
+# a person can read, which loads the same address again after Retry-After. The ticket is still good
+# then: its redemption is one transaction, and nothing of it was committed.
+RETRY_PAGE = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="refresh" content="{RETRY_AFTER_S}">
+<title>Logging you in… — vgen</title></head>
+<body style="font-family: system-ui, sans-serif; max-width: 32rem; margin: 4rem auto; padding: 0 1rem">
+<h1 style="font-size: 1.4rem">Logging you in…</h1>
+<p role="status">{UNAVAILABLE} This page tries again by itself in {RETRY_AFTER_S} seconds.</p>
+</body></html>
+"""
 
 
 def _app(path: str) -> str:
@@ -33,6 +51,13 @@ async def redeem_ticket(request: Request, ticket: str = "", next: str = "/") -> 
         token, user = await run_db(accounts.redeem_login_ticket, ticket, client)
     except accounts.AccountError:
         return RedirectResponse(_app("/login?expired=1"), status_code=303)
+    except UNAVAILABLE_ERRORS as exc:
+        log.warning("GET /api/auth/session: database unavailable (%s)", exc.__class__.__name__)
+        return HTMLResponse(
+            RETRY_PAGE,
+            status_code=503,
+            headers={"Retry-After": str(RETRY_AFTER_S), "Cache-Control": "no-store"},
+        )
     request.state.user_id = user.id
     response = RedirectResponse(_app(safe_next(next)), status_code=303)
     response.headers["Cache-Control"] = "no-store"
