@@ -51,11 +51,12 @@ app = rx.App(
 # Plain words, not Reflex's technical toast, while the socket is down.
 app.app_wraps[(5, "Overlay")] = connection.overlay
 
-# (page, route, tab title, on_load after SessionState.enter_page, which runs first on every page)
+# (page, route, tab title (a state var: the whole title), on_load after SessionState.enter_page,
+# which runs first on every page)
 PAGES = [
     (dashboard_page, routes.HOME, "My tasks", DashboardState.on_load),
     (new_task_page, routes.TASKS_NEW, "New task", SessionState.require_login),
-    (task_page, routes.TASK, "Task", TaskState.on_load),
+    (task_page, routes.TASK, TaskState.tab_title, TaskState.on_load),
     (signup_page, routes.SIGNUP, "Sign up", SessionState.redirect_if_logged_in),
     (login_page, routes.LOGIN, "Log in", LoginState.on_load),
     (check_email_page, routes.CHECK_EMAIL, "Check your e-mail", None),
@@ -71,7 +72,12 @@ PAGES = [
 ]
 for page, route, title, on_load in PAGES:
     loads = [SessionState.enter_page] + ([on_load] if on_load is not None else [])
-    app.add_page(page, route=route, title=f"{title} · vgen", on_load=loads)
+    app.add_page(
+        page,
+        route=route,
+        title=title if isinstance(title, rx.Var) else f"{title} · vgen",
+        on_load=loads,
+    )
 
 
 def _tab_connected(client_token: str) -> bool:

@@ -286,6 +286,22 @@ def test_dashboard_event_is_one_database_call(db: Session, monkeypatch: pytest.M
         asyncio.run(state.current_user_and(tasks.create_task, "lipsync"))
 
 
+def test_task_page_event_sends_its_delta_and_no_other_message(db: Session) -> None:
+    """The tab title is state (the page's <title>), not a script: an on_load of a task at rest
+    answers with its delta alone (a `call_script` was a second socket message per event)."""
+    ann = make_user(db, "ann@example.com")
+    task = tasks.create_task(db, ann, "lipsync", "Wedding toast")
+    cookie = f"vgen_session={login_session(db, 'ann@example.com')}"
+    state = ui_state(task_ui.TaskState, f"/tasks/{task.id}", cookie=cookie)
+    assert asyncio.run(state.on_load()) is None
+    assert state.tab_title == "Wedding toast · vgen"
+    asyncio.run(state.rename({"name": "Best man"}))
+    assert state.tab_title == "Best man · vgen"
+    gone = ui_state(task_ui.TaskState, "/tasks/" + "x" * 24, cookie=cookie)
+    assert asyncio.run(gone.on_load()) is None
+    assert gone.task_missing and gone.tab_title == "Task not found · vgen"
+
+
 def _twelve_at_once(mark: Any = None) -> tuple[int, set[str]]:
     """12 `run_db` calls of a 10 ms service (marked with `mark`) at once: the most that ran at
     the same time, and the names of the threads they ran on."""

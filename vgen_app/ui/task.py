@@ -4,7 +4,6 @@ runs followed live while one is in flight. The page itself is `ui/task_page.py`.
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from dataclasses import dataclass
 from typing import ClassVar
@@ -113,11 +112,6 @@ def run_row(r: Run) -> RunRow:
     )
 
 
-def _tab_title(name: str) -> rx.event.EventSpec:
-    """The browser tab says which task it is (the page's static title is only "Task")."""
-    return rx.call_script(f"document.title = {json.dumps(f'{name} · vgen')}")
-
-
 # While an upload streams (its progress shows), leaving the page (reload, close, another address)
 # asks first. Installed when an upload starts; it asks only while a progress bar is on the page.
 _LEAVE_GUARD = rx.call_script(
@@ -133,6 +127,7 @@ class TaskState(SessionState):
     task_name: str = ""
     task_model: str = ""
     task_missing: bool = False
+
     task_error: str = ""
     run_error: str = ""
     run_needs_topup: bool = False
@@ -151,6 +146,14 @@ class TaskState(SessionState):
     run_rows: list[RunRow] = []  # the newest RUNS_SHOWN
     runs_total: int = 0
     _watcher: str = ""
+
+    @rx.var
+    def tab_title(self) -> str:
+        """The browser tab says which task it is: the page's <title> (`add_page(title=...)`), so
+        it changes with the name in the same delta, no script of its own."""
+        if self.task_missing:
+            return "Task not found · vgen"
+        return f"{self.task_name or 'Task'} · vgen"
 
     def _path_task_id(self) -> str:
         parts = [p for p in (self.page_url().path or "").split("/") if p]
@@ -199,9 +202,9 @@ class TaskState(SessionState):
             return self._login_redirect(ended=was_signed_in)
         if view is None:
             self.task_missing = True
-            return _tab_title("Task not found")
+            return None
         self._show(view)
-        return [_tab_title(self.task_name), *([TaskState.watch] if self.in_flight else [])]
+        return TaskState.watch if self.in_flight else None
 
     async def _on_change(self):
         """Another tab ran it, or the worker moved a run on: show it, and follow a run in
@@ -296,7 +299,6 @@ class TaskState(SessionState):
             self.rename_error = exc.message
             return
         self.task_name, self.renaming, self.rename_error = task.name, False, ""
-        return _tab_title(task.name)
 
     @rx.event
     @signed_in
