@@ -5,8 +5,8 @@ be used — hydrated and its `on_load` answered (its data on screen) — for `/`
 SUBJECT: the app as `make run` starts it (bench/reflex_client.py `AppServer`: production build,
 one granian worker, SQLite), one signed-in user (a session cookie made through the services) with
 3 tasks of 3 succeeded runs each and 30 balance changes. A page is usable when the element that
-its on_load fills is in the DOM: the tasks table's first row link (`/`), the run list (`/tasks/…`),
-a row of the balance history (`/tokens`).
+its on_load fills is in the DOM and visible (`checkVisibility()`): the tasks table's first row
+link (`/`), the run list (`/tasks/…`), a row of the balance history (`/tokens`).
 FLOOR: a blank Reflex app (one page: a button disabled until its on_load has set a var), built
 and run the same way (`reflex run --env prod`, its own port and build folder), usable when the
 button is enabled — what every Reflex page pays: the HTML, the JS, the socket, hydration and one
@@ -81,7 +81,9 @@ WATCH = """
 (() => {
   const selector = %r;
   const seen = () => {
-    if (window.__usableAt === undefined && document.querySelector(selector)) {
+    const el = window.__usableAt === undefined && document.querySelector(selector);
+    // On screen, not only in the DOM (a frame rendered hidden until the session is confirmed).
+    if (el && el.checkVisibility()) {
       window.__usableAt = performance.now();
     }
   };

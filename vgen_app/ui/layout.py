@@ -374,19 +374,29 @@ def footer() -> rx.Component:
 
 
 def app_shell(*children: rx.Component) -> rx.Component:
-    """Shown only once the server has confirmed the session; a spinner until then."""
-    return rx.cond(
-        SessionState.authenticated,
+    """The signed-in frame: header, the page, footer. It is in the page from the start
+    (prerendered and hydrated with the defaults, hidden), and shown once the server has confirmed
+    the session — a spinner until then — so confirming it only flips its display and fills in
+    the data, instead of React building the whole page from nothing at that moment
+    (bench/time_to_usable.py; BENCHMARKS.md note 7). Hidden, it holds no user's data: the
+    defaults only, until the session delta. `follow` starts when the session is confirmed, as
+    the frame's own mount did when it was built then."""
+    confirmed = SessionState.authenticated
+    return rx.fragment(
         rx.box(
             header(),
             content(*children),
             footer(),
             min_height="100vh",
             background="var(--gray-2)",
-            # Every signed-in page follows what changes elsewhere (SessionState.follow: one per tab).
-            on_mount=SessionState.follow,
+            display=rx.cond(confirmed, "block", "none"),
         ),
-        rx.center(rx.spinner(size="3"), min_height="100vh"),
+        rx.cond(
+            confirmed,
+            # Every signed-in page follows what changes elsewhere (SessionState.follow: one per tab).
+            rx.box(on_mount=SessionState.follow, display="none"),
+            rx.center(rx.spinner(size="3"), min_height="100vh"),
+        ),
     )
 
 
