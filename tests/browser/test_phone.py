@@ -131,3 +131,45 @@ def test_unknown_pages_show_the_404_page(app_server, browser, member, shots, pat
     expect(page).to_have_url(path_is(app_server.url, "/"))
     expect(page.locator("#tasks-table")).to_contain_text("Phone promo")
     page.context.close()
+
+
+# Each word of a name on its own line or with its neighbours, never split (one word longer than
+# the column may break: it has to, to fit).
+_SPLIT_WORDS = """(el) => {
+    const split = [];
+    const walk = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+    for (let node = walk.nextNode(); node; node = walk.nextNode()) {
+        for (const m of node.data.matchAll(/\\S+/g)) {
+            const range = document.createRange();
+            range.setStart(node, m.index);
+            range.setEnd(node, m.index + m[0].length);
+            const lines = new Set([...range.getClientRects()].map((r) => Math.round(r.top)));
+            if (lines.size > 1) split.push(m[0]);
+        }
+    }
+    return split;
+}"""
+
+
+def test_task_names_on_a_phone_wrap_between_words(app_server, browser, member, shots):
+    from journey_helpers import create_task
+
+    page = new_page(browser, app_server, PHONE)
+    log_in(page, app_server, member.email)
+    names = ["Usable task 3", "Wedding anniversary toast for Grandma Josephine"]
+    long_word = "Supercalifragilisticexpialidocious-extended-final-cut"
+    for name in [*names, long_word]:
+        create_task(page, name)
+    page.goto("/")
+    table = page.locator("#tasks-table")
+    for name in names:
+        link = table.get_by_role("link", name=name)
+        expect(link).to_be_visible()
+        assert link.evaluate(_SPLIT_WORDS) == [], name
+    expect(table.get_by_role("link", name=long_word)).to_be_visible()
+    shots(page, "phone-task-names")
+    assert scroll_width(page) <= PHONE["width"]  # the one long word broke to fit
+    # ... and the table's three phone columns stay in view, none scrolled off to the side.
+    for header in ("Task", "Last run", "Created"):
+        box = table.get_by_role("columnheader", name=header).bounding_box()
+        assert box is not None and box["x"] + box["width"] <= PHONE["width"], (header, box)

@@ -351,8 +351,17 @@ def _table() -> rx.Component:
                 lambda row: rx.table.row(
                     rx.table.row_header_cell(
                         rx.hstack(
-                            _thumbnail(row),
-                            rx.link(row.name, href=row.href, overflow_wrap="anywhere"),
+                            rx.flex(_thumbnail(row), display=["none", "flex"]),  # not on a phone
+                            # Names wrap between words; a word breaks only when it is wider
+                            # than the column can be (max_width caps its min-content share, so
+                            # a phone's table keeps its three columns in view: "anywhere" broke
+                            # "Usable" mid-word).
+                            rx.link(
+                                row.name,
+                                href=row.href,
+                                overflow_wrap="break-word",
+                                max_width=["32vw", "45vw"],
+                            ),
                             align="center",
                             spacing="2",
                             min_width="0",
