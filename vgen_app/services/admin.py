@@ -114,7 +114,7 @@ def change_balance(
 
     def audited(op: ledger.BalanceOp) -> Any:
         assert call is not None
-        return audit.balance_row(call, op.op_id, op.applied())
+        return audit.balance_row(call, op.op_id)
 
     try:
         change = ledger.change_balance(

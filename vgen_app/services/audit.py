@@ -235,12 +235,12 @@ def record(db: Session, call: Call) -> int:
 # --- the balance row, in the ledger's batch --------------------------------------------------------
 
 
-def balance_row(call: Call, op_id: str, applied: ColumnElement[bool] | None = None) -> Bound:
+def balance_row(call: Call, op_id: str) -> Bound:
     """The audit row of a manual balance change, as one more statement of its ledger batch: read
     from the ledger row the batch wrote (found by `op_id`), so it exists exactly when that row
     does and says what it says (`ok` 200 or `rejected` 409, the balance before and after). The
-    statement is built once (`_balance_row`); this call's values are its bound parameters.
-    (`applied` is the ledger's own test, which the statement repeats in SQL.)"""
+    statement is built once (`_balance_row`, which reads the ledger row's outcome in SQL); this
+    call's values are its bound parameters."""
     values = call.values()
     params = {f"audit_{k}": values[k] for k in _BALANCE_ROW_GIVEN}
     params["audit_op_id"] = op_id
