@@ -16,9 +16,10 @@ from sqlmodel import select
 from starlette.testclient import TestClient
 
 from tests.helpers import TOKEN_RE, login_session, make_user, token_of, ui_state
+from vgen_app.api import auth_routes
 from vgen_app.api.errors import RETRY_AFTER_S
 from vgen_app.config import reset_settings
-from vgen_app.db import UNAVAILABLE, session_scope, with_db
+from vgen_app.db import session_scope, with_db
 from vgen_app.models import AnalyticsOutbox, User
 from vgen_app.services import accounts, passwords, sessions
 
@@ -97,7 +98,8 @@ def test_ticket_met_by_a_database_outage_gets_a_page_that_retries_and_still_logs
     assert away.status_code == 503 and away.headers["content-type"].startswith("text/html")
     assert away.headers["retry-after"] == str(RETRY_AFTER_S)
     assert f'http-equiv="refresh" content="{RETRY_AFTER_S}"' in away.text
-    assert UNAVAILABLE in away.text and "set-cookie" not in away.headers
+    assert auth_routes.RETRY_WORDS in away.text and "set-cookie" not in away.headers
+    assert '<a href="">Try again now</a>' in away.text  # the same address, at once
     assert away.headers["cache-control"] == "no-store"
     assert away.headers["referrer-policy"] == "no-referrer"  # the address holds the ticket
     # The database back: the same address (the page's reload) logs in with the same ticket.

@@ -12,7 +12,7 @@ from vgen_app.api.cookies import clear_session_cookie, set_session_cookie
 from vgen_app.api.deps import SessionToken
 from vgen_app.api.errors import RETRY_AFTER_S
 from vgen_app.config import get_settings
-from vgen_app.db import UNAVAILABLE, UNAVAILABLE_ERRORS, run_db
+from vgen_app.db import UNAVAILABLE_ERRORS, run_db
 from vgen_app.services import accounts, clientinfo, sessions
 from vgen_app.services.cookies import safe_next
 
@@ -22,6 +22,7 @@ log = logging.getLogger("vgen.api")
 # The redemption is a browser navigation, not an API call: with the database away it answers a page
 # a person can read, which loads the same address again after Retry-After. The ticket is still good
 # then: its redemption is one transaction, and nothing of it was committed.
+RETRY_WORDS = "vgen cannot reach its database just now, so your login has to wait a moment."
 RETRY_PAGE = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -29,7 +30,9 @@ RETRY_PAGE = f"""<!doctype html>
 <title>Logging you in… — vgen</title></head>
 <body style="font-family: system-ui, sans-serif; max-width: 32rem; margin: 4rem auto; padding: 0 1rem">
 <h1 style="font-size: 1.4rem">Logging you in…</h1>
-<p role="status">{UNAVAILABLE} This page tries again by itself in {RETRY_AFTER_S} seconds.</p>
+<p role="status">{RETRY_WORDS} This page tries again by itself every {RETRY_AFTER_S} seconds:
+you need not do anything.</p>
+<p><a href="">Try again now</a></p>
 </body></html>
 """
 
