@@ -7,7 +7,7 @@ import reflex as rx
 from vgen_app import cpu
 from vgen_app.api.app import create_api
 from vgen_app.logs import configure_logging
-from vgen_app.ui import connection, routes, session, state_store
+from vgen_app.ui import connection, format, routes, session, state_store
 from vgen_app.ui.account import AccountEmailState, AccountState
 from vgen_app.ui.account_page import account_email_page, account_page
 from vgen_app.ui.auth import LoginState, ResetState, VerifyState
@@ -75,7 +75,7 @@ for page, route, title, on_load in PAGES:
     app.add_page(
         page,
         route=route,
-        title=title if isinstance(title, rx.Var) else f"{title} · vgen",
+        title=title if isinstance(title, rx.Var) else format.tab_title(title),
         on_load=loads,
     )
 

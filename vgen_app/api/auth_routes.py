@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from starlette.responses import Response
 
+from vgen_app.api import errors
 from vgen_app.api.cookies import clear_session_cookie, set_session_cookie
 from vgen_app.api.deps import SessionToken
 from vgen_app.api.errors import RETRY_AFTER_S
@@ -17,7 +16,6 @@ from vgen_app.services import accounts, clientinfo, sessions
 from vgen_app.services.cookies import safe_next
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
-log = logging.getLogger("vgen.api")
 
 # The redemption is a browser navigation, not an API call: with the database away it answers a page
 # a person can read, which loads the same address again after Retry-After. The ticket is still good
@@ -55,7 +53,7 @@ async def redeem_ticket(request: Request, ticket: str = "", next: str = "/") -> 
     except accounts.AccountError:
         return RedirectResponse(_app("/login?expired=1"), status_code=303)
     except UNAVAILABLE_ERRORS as exc:
-        log.warning("GET /api/auth/session: database unavailable (%s)", exc.__class__.__name__)
+        errors.log_unavailable(request, exc)
         return HTMLResponse(
             RETRY_PAGE,
             status_code=503,

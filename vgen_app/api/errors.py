@@ -16,10 +16,14 @@ log = logging.getLogger("vgen.api")
 RETRY_AFTER_S = 5
 
 
-async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+def log_unavailable(request: Request, exc: Exception) -> None:
     log.warning(
         "%s %s: database unavailable (%s)", request.method, request.url.path, exc.__class__.__name__
     )
+
+
+async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log_unavailable(request, exc)
     return JSONResponse(
         {"error": "database unavailable, retry", "detail": UNAVAILABLE},
         status_code=503,

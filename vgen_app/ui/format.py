@@ -20,6 +20,11 @@ STATUS_COLOR = {
 
 # A list refresh formats the same few timestamps again and again: each formatted once.
 @functools.lru_cache(maxsize=8192)
+def tab_title(name: str) -> str:
+    """What a browser tab says: the page's (or the task's) name, then the product's."""
+    return f"{name} · vgen"
+
+
 def when(value: datetime) -> str:
     return value.strftime("%Y-%m-%d %H:%M")
 

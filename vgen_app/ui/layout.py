@@ -378,8 +378,8 @@ def app_shell(*children: rx.Component) -> rx.Component:
     (prerendered and hydrated with the defaults, hidden), and shown once the server has confirmed
     the session — a spinner until then — so confirming it only flips its display and fills in
     the data, instead of React building the whole page from nothing at that moment
-    (bench/time_to_usable.py; BENCHMARKS.md note 7). Hidden, it holds no user's data: the
-    defaults only, until the session delta. `follow` starts when the session is confirmed, as
+    (bench/time_to_usable.py; BENCHMARKS.md note 7). Before the session delta it holds the
+    defaults only, no user's data. `follow` starts when the session is confirmed, as
     the frame's own mount did when it was built then."""
     confirmed = SessionState.authenticated
     return rx.fragment(

@@ -127,7 +127,6 @@ class TaskState(SessionState):
     task_name: str = ""
     task_model: str = ""
     task_missing: bool = False
-
     task_error: str = ""
     run_error: str = ""
     run_needs_topup: bool = False
@@ -151,9 +150,7 @@ class TaskState(SessionState):
     def tab_title(self) -> str:
         """The browser tab says which task it is: the page's <title> (`add_page(title=...)`), so
         it changes with the name in the same delta, no script of its own."""
-        if self.task_missing:
-            return "Task not found · vgen"
-        return f"{self.task_name or 'Task'} · vgen"
+        return format.tab_title("Task not found" if self.task_missing else self.task_name or "Task")
 
     def _path_task_id(self) -> str:
         parts = [p for p in (self.page_url().path or "").split("/") if p]
